@@ -1,0 +1,147 @@
+"""The shared config schema (every experiment config starts from `base_config()`) and its validation.
+
+Validation runs before anything is compiled or loaded and raises `ConfigError` with one line that
+names the key and the fix. `model.*` is free-form (checked by the model's constructor).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import ml_collections
+
+from model_lib.data.base import default_data_dir
+
+FREE_FORM = ("model",)  # Sections whose keys depend on the chosen entry.
+
+
+class ConfigError(ValueError):
+  """A config problem, stated in one line with the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every shared key with its default; experiment configs override what they need."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict({"name": "mlp"})
+  c.data = ml_collections.ConfigDict({
+      "name": "digits",
+      "data_dir": default_data_dir(),  # '' = env MODEL_LIB_DATA_DIR at run time.
+      "batch_size": 32,
+      "eval_batch_size": 512,
+      "val_fraction": 0.1,  # Embedded (scikit-learn) datasets: fractions of a fixed, seeded split.
+      "test_fraction": 0.2,
+      "split_seed": 0,
+      "val_size": 5000,  # MNIST: the last `val_size` training images form the validation split.
+  })
+  c.optimizer = ml_collections.ConfigDict({
+      "name": "adam",
+      "learning_rate": 1e-3,
+      "schedule": ml_collections.ConfigDict({
+          "name": "constant", "warmup_steps": 0, "decay_steps": 0, "end_factor": 0.0,
+          "step_size": 1000, "decay_rate": 0.1}),
+      "momentum": 0.9,
+      "nesterov": False,
+      "b1": 0.9,
+      "b2": 0.999,
+      "eps": 1e-8,
+      "decay": 0.9,  # RMSprop's second-moment decay.
+      "weight_decay": 0.0,  # Decoupled (AdamW-style) on kernels.
+      "l1": 0.0,  # Loss penalties on kernels: l1 * sum|w| + l2 * sum w².
+      "l2": 0.0,
+      "grad_clip_norm": 0.0,  # 0 = no clipping.
+      "accumulate_steps": 1,
+  })
+  c.train = ml_collections.ConfigDict({
+      "num_steps": 0,  # Exactly one of num_steps / num_epochs is > 0.
+      "num_epochs": 0,
+      "log_every": 50,
+      "eval_every": 0,  # 0 = once per epoch.
+      "eval_split": "val",  # Split used for periodic evaluation and early stopping ('test' if no 'val').
+      "checkpoint_every": 0,  # 0 = at every evaluation.
+      "keep_checkpoints": 3,
+      "async_checkpointing": True,
+      "label_smoothing": 0.0,
+      "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
+  })
+  return c
+
+
+def _flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in cfg.items():
+    path = f"{prefix}{k}"
+    if isinstance(v, ml_collections.ConfigDict):
+      out.update(_flatten(v, path + "."))
+    else:
+      out[path] = v
+  return out
+
+
+def _fail(msg: str) -> None:
+  raise ConfigError(msg)
+
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+  """Every key outside `model` must exist in the schema, with a compatible type."""
+  schema = _flatten(base_config())
+  for path, value in _flatten(config).items():
+    if path.split(".")[0] in FREE_FORM:
+      continue
+    if path not in schema:
+      close = difflib.get_close_matches(path, schema, n=1)
+      _fail(f"Unknown config key '{path}'." + (f" Did you mean '{close[0]}'?" if close else "")
+            + " See model_lib/config.py:base_config for the keys.")
+    expected = type(schema[path])
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+      continue
+    if not isinstance(value, expected):
+      _fail(f"Config key '{path}' must be {expected.__name__}, got {type(value).__name__} {value!r}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on unknown keys, wrong types and impossible values."""
+  from model_lib.data import DATASETS  # Local imports: registries fill on import.
+  from model_lib.models import MODELS
+  from model_lib.optim import OPTIMIZERS, SCHEDULES
+
+  check_keys(config)
+  for section in ("model", "data", "optimizer", "train"):
+    if section not in config:
+      _fail(f"Config has no '{section}' section; start from model_lib.config.base_config().")
+  for value, registry, key in ((config.model.name, MODELS, "model.name"), (config.data.name, DATASETS, "data.name"),
+                               (config.optimizer.name, OPTIMIZERS, "optimizer.name"),
+                               (config.optimizer.schedule.name, SCHEDULES, "optimizer.schedule.name")):
+    if value not in registry:
+      _fail(f"Unknown {registry.kind} '{value}' (config key {key}); choose one of {registry.names()}.")
+  d, o, t = config.data, config.optimizer, config.train
+  if d.batch_size <= 0:
+    _fail(f"data.batch_size must be > 0, got {d.batch_size}.")
+  if d.eval_batch_size <= 0:
+    _fail(f"data.eval_batch_size must be > 0, got {d.eval_batch_size}.")
+  if o.learning_rate <= 0:
+    _fail(f"optimizer.learning_rate must be > 0, got {o.learning_rate}.")
+  for key in ("weight_decay", "l1", "l2", "grad_clip_norm"):
+    if o[key] < 0:
+      _fail(f"optimizer.{key} must be >= 0, got {o[key]}.")
+  if o.accumulate_steps < 1:
+    _fail(f"optimizer.accumulate_steps must be >= 1, got {o.accumulate_steps}.")
+  if (t.num_steps > 0) == (t.num_epochs > 0):
+    _fail(f"Set exactly one of train.num_steps / train.num_epochs > 0 (got {t.num_steps} / {t.num_epochs}).")
+  if t.num_steps < 0 or t.num_epochs < 0:
+    _fail("train.num_steps and train.num_epochs must be >= 0.")
+  for key in ("log_every", "keep_checkpoints"):
+    if t[key] <= 0:
+      _fail(f"train.{key} must be > 0, got {t[key]}.")
+  for key in ("eval_every", "checkpoint_every"):
+    if t[key] < 0:
+      _fail(f"train.{key} must be >= 0 (0 = default), got {t[key]}.")
+  if t.early_stopping.mode not in ("min", "max"):
+    _fail(f"train.early_stopping.mode must be 'min' or 'max', got '{t.early_stopping.mode}'.")
+  if t.early_stopping.patience < 0:
+    _fail(f"train.early_stopping.patience must be >= 0, got {t.early_stopping.patience}.")
+  if not 0 <= t.label_smoothing < 1:
+    _fail(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
+  if t.eval_split not in ("val", "test", "train"):
+    _fail(f"train.eval_split must be 'val', 'test' or 'train', got '{t.eval_split}'.")

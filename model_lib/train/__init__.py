@@ -1,0 +1,1 @@
+"""Training: state, losses, metrics, tasks, the jitted steps and the loop."""

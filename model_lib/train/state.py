@@ -1,0 +1,43 @@
+"""The training state: params, optimizer state, BatchNorm statistics and step in one pytree.
+
+Randomness is not stored as a mutable key: the dropout key of step t is
+`fold_in(dropout_key, t)` with `dropout_key` derived from `config.seed`, so the step counter
+is the RNG position and a restored state continues the exact random stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus BatchNorm statistics (an empty dict for models without them)."""
+
+  batch_stats: Any = None
+
+
+def rng_streams(seed: int) -> dict[str, jax.Array]:
+  """The named PRNG keys of a run: 'params' (init), 'dropout' (train steps), 'data' (spare)."""
+  root = jax.random.key(seed)
+  params_key, dropout_key, data_key = jax.random.split(root, 3)
+  return {"params": params_key, "dropout": dropout_key, "data": data_key}
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: jax.Array,
+                       params_key: jax.Array) -> TrainState:
+  """Initialises the model on a sample batch and wraps everything into a TrainState."""
+  variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(params_key, sample_x)
+  params = variables["params"]
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           batch_stats=variables.get("batch_stats", {}))
+
+
+def count_params(params: Any) -> int:
+  """Total number of scalar parameters."""
+  return int(sum(jnp.size(p) for p in jax.tree.leaves(params)))

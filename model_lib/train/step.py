@@ -1,0 +1,60 @@
+"""Pure train and eval steps. The loop jits them once (state donated) and never retraces."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from model_lib import optim
+from model_lib.train import losses
+from model_lib.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def _variables(state: TrainState, params: Any) -> dict[str, Any]:
+  return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
+
+
+def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0) -> Callable[[TrainState, Batch, jax.Array], tuple]:
+  """Returns `train_step(state, batch, rng) -> (state, metrics)`; rng is the run's dropout key."""
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    step_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      outputs, updates = state.apply_fn(_variables(state, params), batch["x"], train=True,
+                                        rngs={"dropout": step_rng}, mutable=["batch_stats"])
+      data_loss = losses.weighted_mean(task.loss(outputs, batch), batch.get("mask"))
+      return data_loss + optim.penalty(params, l1, l2), (data_loss, outputs, updates)
+
+    (total, (data_loss, outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+    step_metrics = {
+        "loss": data_loss,
+        "total_loss": total,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(new_state.params),
+        **task.train_metrics(outputs, batch),
+    }
+    return new_state, step_metrics
+
+  return train_step
+
+
+def make_eval_step(task: Any) -> Callable[[TrainState, Batch], dict[str, Any]]:
+  """Returns `eval_step(state, batch) -> {'stats': summable sums, 'scores': per-example scores}`."""
+
+  def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
+    outputs = state.apply_fn(_variables(state, state.params), batch["x"], train=False)
+    return {"stats": task.eval_stats(outputs, batch), "scores": task.scores(outputs)}
+
+  return eval_step
+
+
+def add_stats(a: dict[str, jax.Array] | None, b: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums two eval-statistics trees (the first may be None)."""
+  return b if a is None else jax.tree.map(jnp.add, a, b)

@@ -1,0 +1,191 @@
+"""`train_and_evaluate(config, workdir)`: wires data, model, optimizer, steps and checkpoints together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from model_lib import config as config_lib
+from model_lib import optim
+from model_lib.checkpoint import Checkpointer
+from model_lib.data import Dataset, load_dataset
+from model_lib.data.pipeline import TrainIterator
+from model_lib.models import build_model
+from model_lib.train import tasks
+from model_lib.train.evaluate import evaluate_split
+from model_lib.train.state import TrainState, count_params, create_train_state, rng_streams
+from model_lib.train.step import make_eval_step, make_train_step
+from model_lib.train.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config, before any training: reused by training, evaluation and tools."""
+
+  config: ml_collections.ConfigDict
+  dataset: Dataset
+  task: Any
+  model: Any
+  state: TrainState  # Freshly initialised; replaced by a restored one where a checkpoint exists.
+  schedule: Any
+  total_steps: int
+  steps_per_epoch: int
+  dropout_key: jax.Array
+
+
+def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Experiment:
+  """Validates the config, loads the data and initialises model and optimizer state."""
+  config_lib.validate(config)
+  dataset = dataset or load_dataset(config.data)
+  info = dataset.info
+  task = tasks.build_task(info, label_smoothing=config.train.label_smoothing)
+  model = build_model(config.model, num_outputs=info.num_outputs)
+  steps_per_epoch = dataset.num_examples("train") // config.data.batch_size
+  if steps_per_epoch == 0:
+    raise config_lib.ConfigError(
+        f"data.batch_size={config.data.batch_size} exceeds the {dataset.num_examples('train')} training examples; "
+        f"lower --config.data.batch_size.")
+  total_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
+  tx, schedule = optim.build_optimizer(config.optimizer, total_steps)
+  keys = rng_streams(config.seed)
+  sample_x = dataset.split("train")["x"][: config.data.batch_size]
+  state = create_train_state(model, tx, sample_x, keys["params"])
+  return Experiment(config, dataset, task, model, state, schedule, total_steps, steps_per_epoch, keys["dropout"])
+
+
+def _eval_split_name(exp: Experiment) -> str:
+  split = exp.config.train.eval_split
+  return split if split in exp.dataset.splits else "test"
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+  if best is None:
+    return True
+  return value > best if mode == "max" else value < best
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset: Dataset | None = None,
+                       show_progress: bool | None = None) -> dict[str, Any]:
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, and returns the final metrics."""
+  exp = build_experiment(config, dataset)
+  tcfg = config.train
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  eval_every = tcfg.eval_every or exp.steps_per_epoch
+  checkpoint_every = tcfg.checkpoint_every or eval_every
+  es = tcfg.early_stopping
+  ckpt = Checkpointer(workdir, "checkpoints", keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
+  best_ckpt = Checkpointer(workdir, "best", keep=1, async_save=tcfg.async_checkpointing) if es.metric else None
+
+  train_iter = TrainIterator(exp.dataset.split("train"), config.data.batch_size, seed=config.seed)
+  state = exp.state
+  meta: dict[str, Any] = {"best_value": None, "best_step": None, "bad_evals": 0, "stopped_early": False}
+  restored = ckpt.restore(state)
+  if restored is not None:
+    step0, state, data_state, meta = restored
+    train_iter.set_state(data_state)
+    log.info("Resumed from step %d in %s", step0, workdir)
+  start_step = int(jax.device_get(state.step))
+  writer = MetricWriter(workdir, resume_step=start_step if restored else None)
+  n_params = count_params(state.params)
+  log.info("model %s: %d parameters; %d steps (%d per epoch)", config.model.name, n_params, exp.total_steps,
+           exp.steps_per_epoch)
+
+  train_step = jax.jit(make_train_step(exp.task, config.optimizer.l1, config.optimizer.l2), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(exp.task))
+  eval_split = _eval_split_name(exp)
+  eval_arrays = exp.dataset.split(eval_split)
+
+  def run_eval(s: TrainState, step: int) -> dict[str, float]:
+    metrics, _, _ = evaluate_split(eval_step, s, eval_arrays, config.data.eval_batch_size, exp.task)
+    writer.write(step, "eval", metrics)
+    return metrics
+
+  bar = tqdm(total=exp.total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False,
+             disable=None if show_progress is None else not show_progress)  # None: only on a terminal.
+  stopped_early = bool(meta.get("stopped_early"))
+  compile_s = 0.0
+  step = start_step
+  if step < exp.total_steps and not stopped_early:
+    data_state = train_iter.get_state()
+    batch = jax.device_put(next(train_iter))
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, batch, exp.dropout_key).compile()
+    compile_s = time.perf_counter() - t0
+    window: list[dict[str, jax.Array]] = []
+    window_start, window_steps = time.perf_counter(), 0
+    while step < exp.total_steps:
+      state, step_metrics = compiled(state, batch, exp.dropout_key)
+      step += 1
+      window.append(step_metrics)
+      window_steps += 1
+      last = step == exp.total_steps
+      data_state = train_iter.get_state()  # Position after the batches consumed so far.
+      if not last:
+        batch = jax.device_put(next(train_iter))  # Prefetch while the step runs.
+      if step % tcfg.log_every == 0 or last:
+        host = jax.device_get(window)  # The only device->host sync between evaluations.
+        elapsed = time.perf_counter() - window_start
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        row["learning_rate"] = float(exp.schedule(step - 1))
+        row["examples_per_sec"] = window_steps * config.data.batch_size / max(elapsed, 1e-9)
+        if step == start_step + window_steps:
+          row["compile_s"] = compile_s
+        writer.write(step, "train", row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}")
+        bar.update(window_steps)
+        window, window_start, window_steps = [], time.perf_counter(), 0
+      if step % eval_every == 0 or last:
+        metrics = run_eval(state, step)
+        if es.metric:
+          if es.metric not in metrics:
+            raise config_lib.ConfigError(f"train.early_stopping.metric '{es.metric}' is not an eval metric of this "
+                                         f"task; choose one of {sorted(metrics)}.")
+          if _improved(metrics[es.metric], meta["best_value"], es.mode):
+            meta.update(best_value=metrics[es.metric], best_step=step, bad_evals=0)
+            best_ckpt.save(step, state, data_state, meta)
+          else:
+            meta["bad_evals"] += 1
+            stopped_early = bool(es.patience) and meta["bad_evals"] >= es.patience
+            meta["stopped_early"] = stopped_early
+      if step % checkpoint_every == 0 or last or stopped_early:
+        ckpt.save(step, state, data_state, meta)
+      if stopped_early:
+        log.info("Early stopping at step %d: %s has not improved for %d evaluations (best %.5g at step %d).",
+                 step, es.metric, es.patience, meta["best_value"], meta["best_step"])
+        break
+  bar.close()
+
+  # Final test evaluation, on the best checkpoint when early stopping tracks one.
+  ckpt.wait()
+  final_state, final_step = state, step
+  if best_ckpt is not None:
+    best = best_ckpt.restore(state)
+    if best is not None:
+      final_step, final_state = best[0], best[1]
+  test_metrics, _, _ = evaluate_split(eval_step, final_state, exp.dataset.split("test"), config.data.eval_batch_size,
+                                      exp.task)
+  writer.write(step, "test", {**test_metrics, "checkpoint_step": final_step})
+  writer.close()
+  ckpt.close()
+  if best_ckpt is not None:
+    best_ckpt.close()
+  summary = {"step": step, "checkpoint_step": final_step, "num_params": n_params, "compile_s": compile_s,
+             "stopped_early": stopped_early, "test": test_metrics,
+             "best": {"metric": es.metric, "value": meta["best_value"], "step": meta["best_step"]}}
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary

@@ -1,0 +1,67 @@
+"""Run outputs: `metrics.jsonl` (one JSON object per line), TensorBoard event files, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(v: Any) -> Any:
+  if isinstance(v, (np.floating, float)):
+    v = float(v)
+    return v if math.isfinite(v) else str(v)  # JSON has no NaN/Inf; keep them readable.
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  return v
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All rows of `<workdir>/metrics.jsonl`."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricWriter:
+  """Writes scalars to metrics.jsonl and TensorBoard; on resume, drops rows after the restored step."""
+
+  def __init__(self, workdir: str, resume_step: int | None = None, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    rows = read_metrics(workdir)
+    keep = [r for r in rows if resume_step is not None and r["step"] <= resume_step]
+    if len(keep) != len(rows):  # Rewrite atomically so a crash here cannot lose the file.
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+      os.replace(tmp, self.path)
+    self._file = open(self.path, "a")
+    from tensorboardX import SummaryWriter  # Lazy: TensorBoard is optional at import time.
+    self._tb = SummaryWriter(workdir, flush_secs=30)
+
+  def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **{k: _plain(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    for k, v in scalars.items():
+      if isinstance(v, (int, float, np.number)) and math.isfinite(float(v)):
+        self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
