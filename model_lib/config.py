@@ -34,6 +34,19 @@ def base_config() -> ml_collections.ConfigDict:
       "test_fraction": 0.2,
       "split_seed": 0,
       "val_size": 5000,  # MNIST: the last `val_size` training images form the validation split.
+      "source": "auto",  # auto | tfds | local | embedded
+      "seq_len": 64,  # Language models: tokens per training window (context length).
+      "max_len": 64,  # Text classification: sequences are truncated/padded to this many tokens.
+      "vocab_size": 10000,  # Word vocabularies: most frequent words kept (incl. PAD and OOV).
+      "tokenizer": "word",  # char | word | subword
+      "lowercase": True,
+      "uci_split": 0,  # UCI regression sets: which of the standard splits (0-4).
+      "augment": ml_collections.ConfigDict({
+          "random_crop": 0,  # Pixels of zero padding before a random crop back to size (0 = off).
+          "flip": False,  # Random horizontal flips.
+          "normalize": False,  # Per-channel normalisation with the dataset's statistics.
+          "mixup_alpha": 0.0,  # Beta(alpha, alpha) mixup (0 = off).
+      }),
   })
   c.optimizer = ml_collections.ConfigDict({
       "name": "adam",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ class DatasetInfo:
   class_names: tuple[str, ...] = ()
   target_mean: float = 0.0  # Regression targets are standardised; metrics are reported in original units.
   target_std: float = 1.0
+  vocab_size: int = 0  # Token datasets: size of the input vocabulary (id 0 is always PAD).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Dataset:
 
   info: DatasetInfo
   splits: dict[str, dict[str, np.ndarray]]
+  tokenizer: Any = None  # Text datasets: the tokenizer (saved next to checkpoints so samples decode).
 
   def split(self, name: str) -> dict[str, np.ndarray]:
     if name not in self.splits:
