@@ -34,8 +34,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sampl
   """Initialises the model on a sample batch and wraps everything into a TrainState."""
   variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(params_key, sample_x)
   params = variables["params"]
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           batch_stats=variables.get("batch_stats", {}))
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get("batch_stats", {}))
+  # A concrete int32 step (not a weakly typed Python 0) so the first and later steps share one executable.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def count_params(params: Any) -> int:

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 from model_lib import optim
-from model_lib.train import losses
 from model_lib.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -28,7 +27,7 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0) -> Callable[[Tr
     def loss_fn(params):
       outputs, updates = state.apply_fn(_variables(state, params), batch["x"], train=True,
                                         rngs={"dropout": step_rng}, mutable=["batch_stats"])
-      data_loss = losses.weighted_mean(task.loss(outputs, batch), batch.get("mask"))
+      data_loss = task.loss(outputs, batch)
       return data_loss + optim.penalty(params, l1, l2), (data_loss, outputs, updates)
 
     (total, (data_loss, outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -36,8 +35,8 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0) -> Callable[[Tr
     step_metrics = {
         "loss": data_loss,
         "total_loss": total,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(new_state.params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(new_state.params),
         **task.train_metrics(outputs, batch),
     }
     return new_state, step_metrics

@@ -1,5 +1,6 @@
 """Tasks tie a model's outputs to a loss, training metrics and evaluation metrics.
 
+Every task's `loss(outputs, batch)` is the scalar mean loss of the batch (honouring `mask`).
 A task is chosen by the dataset (`DatasetInfo.task`) and owns everything label-specific, so the
 train/eval steps stay generic. Evaluation is split in two halves: `eval_stats` runs inside the
 jitted eval step and returns per-batch *sums* (masked), `finalize` runs on the host once over the
@@ -38,7 +39,8 @@ class Classification:
   loss_name: str = "softmax_cross_entropy"
 
   def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-    return losses.softmax_cross_entropy(outputs, batch["y"], self.label_smoothing)
+    ce = losses.softmax_cross_entropy(outputs, batch["y"], self.label_smoothing)
+    return losses.weighted_mean(ce, batch.get("mask"))
 
   def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     return {"accuracy": losses.weighted_mean((outputs.argmax(-1) == batch["y"]).astype(jnp.float32), batch.get("mask"))}
@@ -86,7 +88,8 @@ class Binary:
     return outputs.reshape(outputs.shape[0])
 
   def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-    return losses.sigmoid_binary_cross_entropy(self._logits(outputs), batch["y"])
+    bce = losses.sigmoid_binary_cross_entropy(self._logits(outputs), batch["y"])
+    return losses.weighted_mean(bce, batch.get("mask"))
 
   def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     correct = ((self._logits(outputs) > 0) == (batch["y"] > 0)).astype(jnp.float32)
@@ -137,7 +140,7 @@ class Regression:
     return outputs.reshape(batch["y"].shape)
 
   def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-    return losses.squared_error(self._preds(outputs, batch), batch["y"])
+    return losses.weighted_mean(losses.squared_error(self._preds(outputs, batch), batch["y"]), batch.get("mask"))
 
   def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     err = jnp.abs(self._preds(outputs, batch) - batch["y"]).reshape(outputs.shape[0], -1).mean(-1)
@@ -145,7 +148,7 @@ class Regression:
 
   def eval_stats(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     m = _mask(batch, outputs)
-    return {"loss_sum": (self.loss(outputs, batch) * m).sum(), "count": m.sum()}
+    return {"loss_sum": (losses.squared_error(self._preds(outputs, batch), batch["y"]) * m).sum(), "count": m.sum()}
 
   def scores(self, outputs: jax.Array) -> jax.Array:
     return outputs[..., 0] if outputs.ndim == 2 and outputs.shape[-1] == 1 else outputs
@@ -156,6 +159,57 @@ class Regression:
     if y_true is not None and y_score is not None:
       out.update(metrics.regression_metrics(self.original_units(y_true), self.original_units(y_score)))
     return out
+
+
+def _token_weights(batch: Batch, like: jax.Array) -> jax.Array:
+  """(B, T) weights of real target tokens, times the (B,) padding mask of evaluation batches."""
+  w = batch["weights"].astype(jnp.float32) if "weights" in batch else jnp.ones(like.shape[:2], jnp.float32)
+  return w * batch["mask"].astype(jnp.float32)[:, None] if "mask" in batch else w
+
+
+@TASKS.register("lm")
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+  """Next-token prediction: logits (B, T, V), targets `y` (B, T), `weights` (B, T) marking real targets.
+
+  The loss is the mean cross-entropy per real target token (padding never counts); evaluation
+  reports that mean, its perplexity and token accuracy.
+  """
+
+  vocab_size: int
+  label_smoothing: float = 0.0
+  needs_scores: bool = False
+
+  def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
+    # Mean over real target tokens (not over examples), so short sequences are not up-weighted.
+    ce = losses.softmax_cross_entropy(outputs, batch["y"], self.label_smoothing)  # (B, T)
+    return losses.weighted_mean(ce, _token_weights(batch, outputs))
+
+  def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    w = _token_weights(batch, outputs)
+    correct = (outputs.argmax(-1) == batch["y"]).astype(jnp.float32)
+    return {"accuracy": (correct * w).sum() / jnp.maximum(w.sum(), 1e-12)}
+
+  def eval_stats(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    w = _token_weights(batch, outputs)
+    ce = losses.softmax_cross_entropy(outputs, batch["y"])
+    return {"loss_sum": (ce * w).sum(), "count": w.sum(),
+            "correct": ((outputs.argmax(-1) == batch["y"]).astype(jnp.float32) * w).sum()}
+
+  def scores(self, outputs: jax.Array) -> jax.Array:
+    return outputs.argmax(-1)
+
+  def finalize(self, stats: dict[str, np.ndarray], y_true: np.ndarray | None = None,
+               y_score: np.ndarray | None = None) -> dict[str, float]:
+    count = max(float(stats["count"]), 1.0)
+    loss = float(stats["loss_sum"]) / count
+    return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0))), "accuracy": float(stats["correct"]) / count}
+
+
+@TASKS.register("mlm")
+@dataclasses.dataclass(frozen=True)
+class MaskedLM(LanguageModel):
+  """Masked-token prediction: same arrays as `lm`, `weights` marks the masked positions."""
 
 
 def build_task(info: Any, label_smoothing: float = 0.0):

@@ -6,12 +6,10 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm.auto import tqdm
 
 from model_lib import config as config_lib
@@ -22,6 +20,7 @@ from model_lib.data.pipeline import TrainIterator
 from model_lib.models import build_model
 from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
+from model_lib.train.loop import run_loop
 from model_lib.train.state import TrainState, count_params, create_train_state, rng_streams
 from model_lib.train.step import make_eval_step, make_train_step
 from model_lib.train.writer import MetricWriter
@@ -69,12 +68,6 @@ def _eval_split_name(exp: Experiment) -> str:
   return split if split in exp.dataset.splits else "test"
 
 
-def _improved(value: float, best: float | None, mode: str) -> bool:
-  if best is None:
-    return True
-  return value > best if mode == "max" else value < best
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset: Dataset | None = None,
                        show_progress: bool | None = None) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, and returns the final metrics."""
@@ -116,58 +109,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset:
 
   bar = tqdm(total=exp.total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False,
              disable=None if show_progress is None else not show_progress)  # None: only on a terminal.
-  stopped_early = bool(meta.get("stopped_early"))
-  compile_s = 0.0
-  step = start_step
-  if step < exp.total_steps and not stopped_early:
-    data_state = train_iter.get_state()
-    batch = jax.device_put(next(train_iter))
-    t0 = time.perf_counter()
-    compiled = train_step.lower(state, batch, exp.dropout_key).compile()
-    compile_s = time.perf_counter() - t0
-    window: list[dict[str, jax.Array]] = []
-    window_start, window_steps = time.perf_counter(), 0
-    while step < exp.total_steps:
-      state, step_metrics = compiled(state, batch, exp.dropout_key)
-      step += 1
-      window.append(step_metrics)
-      window_steps += 1
-      last = step == exp.total_steps
-      data_state = train_iter.get_state()  # Position after the batches consumed so far.
-      if not last:
-        batch = jax.device_put(next(train_iter))  # Prefetch while the step runs.
-      if step % tcfg.log_every == 0 or last:
-        host = jax.device_get(window)  # The only device->host sync between evaluations.
-        elapsed = time.perf_counter() - window_start
-        row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        row["learning_rate"] = float(exp.schedule(step - 1))
-        row["examples_per_sec"] = window_steps * config.data.batch_size / max(elapsed, 1e-9)
-        if step == start_step + window_steps:
-          row["compile_s"] = compile_s
-        writer.write(step, "train", row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}")
-        bar.update(window_steps)
-        window, window_start, window_steps = [], time.perf_counter(), 0
-      if step % eval_every == 0 or last:
-        metrics = run_eval(state, step)
-        if es.metric:
-          if es.metric not in metrics:
-            raise config_lib.ConfigError(f"train.early_stopping.metric '{es.metric}' is not an eval metric of this "
-                                         f"task; choose one of {sorted(metrics)}.")
-          if _improved(metrics[es.metric], meta["best_value"], es.mode):
-            meta.update(best_value=metrics[es.metric], best_step=step, bad_evals=0)
-            best_ckpt.save(step, state, data_state, meta)
-          else:
-            meta["bad_evals"] += 1
-            stopped_early = bool(es.patience) and meta["bad_evals"] >= es.patience
-            meta["stopped_early"] = stopped_early
-      if step % checkpoint_every == 0 or last or stopped_early:
-        ckpt.save(step, state, data_state, meta)
-      if stopped_early:
-        log.info("Early stopping at step %d: %s has not improved for %d evaluations (best %.5g at step %d).",
-                 step, es.metric, es.patience, meta["best_value"], meta["best_step"])
-        break
+
+  def save(kind: str, step: int, s: TrainState, data_state: dict, m: dict) -> None:
+    (best_ckpt if kind == "best" else ckpt).save(step, s, data_state, m)
+
+  result = run_loop(state=state, train_step=train_step, dropout_key=exp.dropout_key, train_iter=train_iter,
+                    total_steps=exp.total_steps, batch_size=config.data.batch_size, schedule=exp.schedule,
+                    run_eval=run_eval, save=save, writer=writer, bar=bar, tcfg=tcfg, eval_every=eval_every,
+                    checkpoint_every=checkpoint_every, meta=meta)
   bar.close()
+  state, step, meta = result.state, result.step, result.meta
+  if result.preempted:
+    for c in (ckpt, best_ckpt):
+      if c is not None:
+        c.close()
+    writer.close()
+    log.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to resume.", result.preempted, step)
+    return {"step": step, "preempted": result.preempted}
 
   # Final test evaluation, on the best checkpoint when early stopping tracks one.
   ckpt.wait()
@@ -183,8 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset:
   ckpt.close()
   if best_ckpt is not None:
     best_ckpt.close()
-  summary = {"step": step, "checkpoint_step": final_step, "num_params": n_params, "compile_s": compile_s,
-             "stopped_early": stopped_early, "test": test_metrics,
+  summary = {"step": step, "checkpoint_step": final_step, "num_params": n_params, "compile_s": result.compile_s,
+             "stopped_early": bool(meta.get("stopped_early")), "test": test_metrics,
              "best": {"metric": es.metric, "value": meta["best_value"], "step": meta["best_step"]}}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)

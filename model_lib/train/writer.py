@@ -41,7 +41,8 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     rows = read_metrics(workdir)
-    keep = [r for r in rows if resume_step is not None and r["step"] <= resume_step]
+    # Rows logged after the restored step will be logged again; the final test row is always rewritten.
+    keep = [r for r in rows if resume_step is not None and r["step"] <= resume_step and r["split"] != "test"]
     if len(keep) != len(rows):  # Rewrite atomically so a crash here cannot lose the file.
       tmp = self.path + ".tmp"
       with open(tmp, "w") as f:
