@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def _manager(directory: str, keep: int, async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
-                                         enable_async_checkpointing=async_save, read_only=read_only)
+  if read_only:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
+  else:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, cleanup_tmp_directories=True,
+                                           enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -158,3 +158,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
   if t.eval_split not in ("val", "test", "train"):
     _fail(f"train.eval_split must be 'val', 'test' or 'train', got '{t.eval_split}'.")
+
+
+def _tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in `<workdir>/config.json` (JSON lists back to tuples)."""
+  import json
+  import os
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No config.json in '{workdir}'; pass the --workdir of a training run.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
