@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
       "keep_checkpoints": 3,
       "async_checkpointing": True,
       "label_smoothing": 0.0,
+      "allow_config_change": False,  # Resume a workdir whose saved model/data config differs.
       "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
   })
   return c

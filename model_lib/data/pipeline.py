@@ -1,53 +1,59 @@
 """Batches from in-memory arrays: a checkpointable shuffled train iterator and padded eval batches.
 
-Training: every epoch is a fresh permutation drawn from `(seed, epoch)`, the last partial batch is
-dropped (fixed shapes, no recompiles), and the iterator state is two integers, so a resumed run
-sees exactly the batches an uninterrupted run would have seen.
+Training: every epoch is a fresh seeded permutation, the last partial batch is dropped (fixed
+shapes, no recompiles), and the iterator state is saved in the checkpoint, so a resumed run sees
+exactly the batches an uninterrupted run would have seen.
 Evaluation: every example exactly once, in order; the last batch is padded to full size and
 carries `mask` (1 = real example, 0 = padding) so shapes never change.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import grain
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
 
 
 class TrainIterator:
-  """Endless iterator over shuffled, fixed-size batches of `arrays` with JSON-able state."""
+  """Endless iterator over shuffled, fixed-size batches of `arrays`, built on a Grain MapDataset.
 
-  def __init__(self, arrays: Arrays, batch_size: int, seed: int):
+  Pipeline: indices [this process's shard] -> shuffle(seed) -> batch(drop remainder) -> repeat
+  (Grain reshuffles every epoch) -> gather rows (vectorised) -> optional `transform(batch, rng)`
+  with a per-batch `np.random.Generator` (deterministic per seed and step) -> prefetch threads.
+  The state is Grain's position plus what must match on restore.
+  """
+
+  def __init__(self, arrays: Arrays, batch_size: int, seed: int, transform: Callable | None = None,
+               shard_index: int = 0, shard_count: int = 1, num_threads: int = 2):
     self.arrays = arrays
     self.batch_size = batch_size
     self.seed = seed
     self.num_examples = len(next(iter(arrays.values())))
-    self.steps_per_epoch = self.num_examples // batch_size
+    indices = grain.MapDataset.range(self.num_examples)[shard_index::shard_count]
+    self.steps_per_epoch = len(indices) // batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"data.batch_size={batch_size} is larger than the training split ({self.num_examples} "
-                       f"examples); lower --config.data.batch_size.")
-    self.epoch = 0
-    self.index = 0  # Batches already produced in the current epoch.
-    self._perm = self._permutation(0)
+      raise ValueError(f"data.batch_size={batch_size} is larger than the training split ({len(indices)} examples "
+                       f"on this process); lower --config.data.batch_size.")
+    ds = indices.shuffle(seed=seed).batch(batch_size, drop_remainder=True).repeat(None).map(self._gather)
+    if transform is not None:
+      ds = ds.random_map(transform, seed=seed)
+    self._ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
+    self._it = iter(self._ds)
 
-  def _permutation(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+  def _gather(self, idx: np.ndarray) -> Arrays:
+    return {k: v[idx] for k, v in self.arrays.items()}
 
   def __iter__(self) -> "TrainIterator":
     return self
 
   def __next__(self) -> Arrays:
-    if self.index >= self.steps_per_epoch:
-      self.epoch, self.index = self.epoch + 1, 0
-      self._perm = self._permutation(self.epoch)
-    idx = self._perm[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-    self.index += 1
-    return {k: v[idx] for k, v in self.arrays.items()}
+    return next(self._it)
 
   def get_state(self) -> dict[str, Any]:
-    return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,
+    return {"grain": self._it.get_state(), "seed": self.seed, "batch_size": self.batch_size,
             "num_examples": self.num_examples}
 
   def set_state(self, state: dict[str, Any]) -> None:
@@ -55,8 +61,7 @@ class TrainIterator:
       if state[key] != getattr(self, key):
         raise ValueError(f"Saved data-iterator state has {key}={state[key]} but this run has {getattr(self, key)}; "
                          f"the data or batch size changed since the checkpoint was written.")
-    self.epoch, self.index = int(state["epoch"]), int(state["index"])
-    self._perm = self._permutation(self.epoch)
+    self._it.set_state(state["grain"])
 
 
 def eval_batches(arrays: Arrays, batch_size: int) -> Iterator[Arrays]:

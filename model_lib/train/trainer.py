@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 import jax
@@ -13,7 +14,8 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from model_lib import config as config_lib
-from model_lib import optim
+from model_lib import optim, plots
+from model_lib import workdir as workdir_lib
 from model_lib.checkpoint import Checkpointer
 from model_lib.data import Dataset, load_dataset
 from model_lib.data.pipeline import TrainIterator
@@ -70,12 +72,25 @@ def _eval_split_name(exp: Experiment) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset: Dataset | None = None,
                        show_progress: bool | None = None) -> dict[str, Any]:
-  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, and returns the final metrics."""
-  exp = build_experiment(config, dataset)
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, and returns the final metrics.
+
+  Holds a lock on `workdir` for the whole run, so a second run pointed at it refuses to start.
+  """
+  with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, dataset, show_progress)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset: Dataset | None,
+                        show_progress: bool | None) -> dict[str, Any]:
   tcfg = config.train
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # Resuming: the model/data config must match.
+    workdir_lib.check_config_compatible(workdir, config, allow_change=tcfg.allow_config_change)
+  exp = build_experiment(config, dataset)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  if jax.process_index() == 0:
+    workdir_lib.write_run_info(workdir, config, sys.argv)
 
   eval_every = tcfg.eval_every or exp.steps_per_epoch
   checkpoint_every = tcfg.checkpoint_every or eval_every
@@ -146,4 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset:
              "best": {"metric": es.metric, "value": meta["best_value"], "step": meta["best_step"]}}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
+  try:
+    plots.plot_learning_curves([workdir], os.path.join(workdir, "curves.png"))
+  except ValueError as e:  # A run too short to have both train and eval rows.
+    log.warning("No learning curves for %s: %s", workdir, e)
   return summary
