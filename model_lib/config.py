@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({"name": "mlp"})
   c.data = ml_collections.ConfigDict({
       "name": "digits",
-      "data_dir": default_data_dir(),  # '' = env MODEL_LIB_DATA_DIR at run time.
+      "data_dir": default_data_dir(),  # Local files and prepared TFDS data; '' = env MODEL_LIB_DATA_DIR.
       "batch_size": 32,
       "eval_batch_size": 512,
       "val_fraction": 0.1,  # Embedded (scikit-learn) datasets: fractions of a fixed, seeded split.
@@ -37,9 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
       "source": "auto",  # auto | tfds | local | embedded
       "seq_len": 64,  # Language models: tokens per training window (context length).
       "max_len": 64,  # Text classification: sequences are truncated/padded to this many tokens.
-      "vocab_size": 10000,  # Word vocabularies: most frequent words kept (incl. PAD and OOV).
+      "vocab_size": 10000,  # Word/subword vocabularies: size limit (incl. PAD and OOV).
       "tokenizer": "word",  # char | word | subword
-      "lowercase": True,
+      "lowercase": True,  # Applies to every tokenizer (set False for char-level Shakespeare).
       "uci_split": 0,  # UCI regression sets: which of the standard splits (0-4).
       "augment": ml_collections.ConfigDict({
           "random_crop": 0,  # Pixels of zero padding before a random crop back to size (0 = off).
@@ -157,6 +157,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail(f"train.early_stopping.patience must be >= 0, got {t.early_stopping.patience}.")
   if not 0 <= t.label_smoothing < 1:
     _fail(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
+  if d.source not in ("auto", "tfds", "local", "embedded"):
+    _fail(f"data.source must be one of auto, tfds, local, embedded; got '{d.source}'.")
+  if d.tokenizer not in ("char", "word", "subword"):
+    _fail(f"data.tokenizer must be one of char, word, subword; got '{d.tokenizer}'.")
+  if d.seq_len <= 0 or d.max_len <= 0:
+    _fail(f"data.seq_len and data.max_len must be > 0 (got {d.seq_len}, {d.max_len}).")
   if t.eval_split not in ("val", "test", "train"):
     _fail(f"train.eval_split must be 'val', 'test' or 'train', got '{t.eval_split}'.")
 

@@ -159,6 +159,8 @@ def _cli(*args, env=None):
     (["--config.model.name=mlpp"], None, "Unknown model 'mlpp' (config key model.name)"),
     (["--config.train.num_steps=abc"], None, "--config.train.num_steps=abc"),
     (["--config=experiments/configs/mnist_mlp.py"], {"MODEL_LIB_DATA_DIR": "/nonexistent"},
+     "Local files 'mnist' are not under data_dir '/nonexistent'; point --config.data.data_dir (or env MODEL_LIB_DATA_DIR)"),
+    (["--config=experiments/configs/mnist_mlp.py", "--config.data.source=local"], {"MODEL_LIB_DATA_DIR": "/nonexistent"},
      "MNIST folder 'mnist/' not found at '/nonexistent/mnist'. Point --config.data.data_dir (or env MODEL_LIB_DATA_DIR)"),
     (["--config=experiments/configs/nope.py"], None, "config file 'experiments/configs/nope.py' not found"),
 ])

@@ -37,7 +37,9 @@ class Dataset:
     return self.splits[name]
 
   def num_examples(self, name: str) -> int:
-    return len(self.split(name)["y"])
+    """Examples in a split; for token-stream (LM) splits, the number of tokens."""
+    split = self.split(name)
+    return len(split["y"] if "y" in split else split["tokens"])
 
 
 def default_data_dir() -> str:

@@ -9,10 +9,16 @@ carries `mask` (1 = real example, 0 = padding) so shapes never change.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator
 
 import grain
+import ml_collections
 import numpy as np
+
+from model_lib.data.augment import augment_batch
+from model_lib.data.base import Dataset
+from model_lib.data.windows import LMWindowIterator, lm_eval_arrays
 
 Arrays = dict[str, np.ndarray]
 
@@ -78,3 +84,39 @@ def eval_batches(arrays: Arrays, batch_size: int) -> Iterator[Arrays]:
       batch[k] = chunk
     batch["mask"] = (np.arange(batch_size) < stop - start).astype(np.float32)
     yield batch
+
+
+def make_train_iterator(dataset: Dataset, data_cfg: ml_collections.ConfigDict, seed: int, shard_index: int = 0,
+                        shard_count: int = 1) -> TrainIterator | LMWindowIterator:
+  """The training iterator for a dataset: LM windows over a token stream, else shuffled array batches."""
+  train = dataset.split("train")
+  if "tokens" in train:
+    return LMWindowIterator(train["tokens"], data_cfg.seq_len, data_cfg.batch_size, seed, shard_index, shard_count)
+  aug = data_cfg.get("augment", ml_collections.ConfigDict())
+  transform = None
+  if aug.get("random_crop", 0) or aug.get("flip", False) or aug.get("mixup_alpha", 0.0):
+    random_only = {**aug.to_dict(), "normalize": False}  # Normalisation already happened at load time.
+    transform = functools.partial(augment_batch, cfg_augment=random_only, dataset=data_cfg.name)
+  return TrainIterator(train, data_cfg.batch_size, seed, transform, shard_index, shard_count)
+
+
+def eval_arrays(dataset: Dataset, split: str, data_cfg: ml_collections.ConfigDict) -> Arrays:
+  """Arrays to evaluate a split on: LM streams become non-overlapping windows covering every token once."""
+  arrays = dataset.split(split)
+  return lm_eval_arrays(arrays["tokens"], data_cfg.seq_len) if "tokens" in arrays else arrays
+
+
+def steps_per_epoch(dataset: Dataset, data_cfg: ml_collections.ConfigDict, shard_count: int = 1) -> int:
+  """Training steps in one pass over the train split (LM: over its token stream in seq_len windows)."""
+  train = dataset.split("train")
+  if "tokens" in train:
+    return (len(train["tokens"]) - 1) // shard_count // data_cfg.seq_len // data_cfg.batch_size
+  return len(train["y"]) // shard_count // data_cfg.batch_size
+
+
+def sample_inputs(dataset: Dataset, data_cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """A batch of model inputs with the training shapes and dtype (used to initialise parameters)."""
+  train = dataset.split("train")
+  if "tokens" in train:
+    return np.zeros((data_cfg.batch_size, data_cfg.seq_len), np.int32)
+  return train["x"][: data_cfg.batch_size]

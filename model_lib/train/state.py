@@ -20,6 +20,7 @@ class TrainState(train_state.TrainState):
   """Flax's TrainState plus BatchNorm statistics (an empty dict for models without them)."""
 
   batch_stats: Any = None
+  lr_scale: Any = None  # Multiplies every update; lowered by the NaN 'rollback' policy, saved with the state.
 
 
 def rng_streams(seed: int) -> dict[str, jax.Array]:
@@ -36,7 +37,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sampl
   params = variables["params"]
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get("batch_stats", {}))
   # A concrete int32 step (not a weakly typed Python 0) so the first and later steps share one executable.
-  return state.replace(step=jnp.zeros((), jnp.int32))
+  return state.replace(step=jnp.zeros((), jnp.int32), lr_scale=jnp.ones((), jnp.float32))
 
 
 def count_params(params: Any) -> int:

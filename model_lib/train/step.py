@@ -18,8 +18,21 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
   return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
 
 
-def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0) -> Callable[[TrainState, Batch, jax.Array], tuple]:
-  """Returns `train_step(state, batch, rng) -> (state, metrics)`; rng is the run's dropout key."""
+def _first_nonfinite_leaf(tree: Any) -> jax.Array:
+  """Index (in `jax.tree.leaves` order) of the first leaf holding a NaN/Inf, or -1."""
+  bad = jnp.stack([~jnp.isfinite(x).all() for x in jax.tree.leaves(tree)])
+  return jnp.where(bad.any(), jnp.argmax(bad), -1).astype(jnp.int32)
+
+
+def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0,
+                    guard_nonfinite: bool = True) -> Callable[[TrainState, Batch, jax.Array], tuple]:
+  """Returns `train_step(state, batch, rng) -> (state, metrics)`; rng is the run's dropout key.
+
+  With `guard_nonfinite`, a step whose loss or gradients hold a NaN/Inf leaves params, optimizer
+  state and BatchNorm statistics unchanged (the step counter still advances) and reports it in
+  `metrics['nonfinite']` and `metrics['nonfinite_leaf']`, so a NaN never enters the state; the loop
+  applies the configured policy when it reads the metrics.
+  """
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     step_rng = jax.random.fold_in(rng, state.step)
@@ -31,14 +44,26 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0) -> Callable[[Tr
       return data_loss + optim.penalty(params, l1, l2), (data_loss, outputs, updates)
 
     (total, (data_loss, outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+    param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    param_updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), param_updates)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+                              opt_state=opt_state, batch_stats=updates.get("batch_stats", state.batch_stats))
     step_metrics = {
         "loss": data_loss,
         "total_loss": total,
         "grad_norm": optax.tree.norm(grads),
-        "param_norm": optax.tree.norm(new_state.params),
         **task.train_metrics(outputs, batch),
     }
+    if guard_nonfinite:
+      bad_leaf = _first_nonfinite_leaf(grads)
+      ok = jnp.isfinite(total) & (bad_leaf < 0)
+      kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                          (new_state.params, new_state.opt_state, new_state.batch_stats),
+                          (state.params, state.opt_state, state.batch_stats))
+      new_state = new_state.replace(params=kept[0], opt_state=kept[1], batch_stats=kept[2])
+      step_metrics["nonfinite"] = (~ok).astype(jnp.float32)
+      step_metrics["nonfinite_leaf"] = bad_leaf
+    step_metrics["param_norm"] = optax.tree.norm(new_state.params)
     return new_state, step_metrics
 
   return train_step

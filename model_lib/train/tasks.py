@@ -40,6 +40,9 @@ class Classification:
 
   def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
     ce = losses.softmax_cross_entropy(outputs, batch["y"], self.label_smoothing)
+    if "lam" in batch:  # Mixup: lam * CE(y_a) + (1 - lam) * CE(y_b).
+      ce = batch["lam"] * ce + (1 - batch["lam"]) * losses.softmax_cross_entropy(outputs, batch["y_b"],
+                                                                                 self.label_smoothing)
     return losses.weighted_mean(ce, batch.get("mask"))
 
   def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
@@ -89,6 +92,9 @@ class Binary:
 
   def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
     bce = losses.sigmoid_binary_cross_entropy(self._logits(outputs), batch["y"])
+    if "lam" in batch:  # Mixup: lam * BCE(y_a) + (1 - lam) * BCE(y_b).
+      bce = batch["lam"] * bce + (1 - batch["lam"]) * losses.sigmoid_binary_cross_entropy(self._logits(outputs),
+                                                                                         batch["y_b"])
     return losses.weighted_mean(bce, batch.get("mask"))
 
   def train_metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:

@@ -18,7 +18,7 @@ from model_lib import optim, plots
 from model_lib import workdir as workdir_lib
 from model_lib.checkpoint import Checkpointer
 from model_lib.data import Dataset, load_dataset
-from model_lib.data.pipeline import TrainIterator
+from model_lib.data.pipeline import eval_arrays, make_train_iterator, sample_inputs, steps_per_epoch
 from model_lib.models import build_model
 from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
@@ -52,17 +52,16 @@ def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None 
   info = dataset.info
   task = tasks.build_task(info, label_smoothing=config.train.label_smoothing)
   model = build_model(config.model, num_outputs=info.num_outputs)
-  steps_per_epoch = dataset.num_examples("train") // config.data.batch_size
-  if steps_per_epoch == 0:
+  epoch_steps = steps_per_epoch(dataset, config.data)
+  if epoch_steps == 0:
     raise config_lib.ConfigError(
-        f"data.batch_size={config.data.batch_size} exceeds the {dataset.num_examples('train')} training examples; "
-        f"lower --config.data.batch_size.")
-  total_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
+        f"data.batch_size={config.data.batch_size} exceeds the training split ({dataset.num_examples('train')} "
+        f"examples or tokens); lower --config.data.batch_size.")
+  total_steps = config.train.num_steps or config.train.num_epochs * epoch_steps
   tx, schedule = optim.build_optimizer(config.optimizer, total_steps)
   keys = rng_streams(config.seed)
-  sample_x = dataset.split("train")["x"][: config.data.batch_size]
-  state = create_train_state(model, tx, sample_x, keys["params"])
-  return Experiment(config, dataset, task, model, state, schedule, total_steps, steps_per_epoch, keys["dropout"])
+  state = create_train_state(model, tx, sample_inputs(dataset, config.data), keys["params"])
+  return Experiment(config, dataset, task, model, state, schedule, total_steps, epoch_steps, keys["dropout"])
 
 
 def _eval_split_name(exp: Experiment) -> str:
@@ -98,7 +97,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
   ckpt = Checkpointer(workdir, "checkpoints", keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
   best_ckpt = Checkpointer(workdir, "best", keep=1, async_save=tcfg.async_checkpointing) if es.metric else None
 
-  train_iter = TrainIterator(exp.dataset.split("train"), config.data.batch_size, seed=config.seed)
+  train_iter = make_train_iterator(exp.dataset, config.data, seed=config.seed)
   state = exp.state
   meta: dict[str, Any] = {"best_value": None, "best_step": None, "bad_evals": 0, "stopped_early": False}
   restored = ckpt.restore(state)
@@ -115,10 +114,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
   train_step = jax.jit(make_train_step(exp.task, config.optimizer.l1, config.optimizer.l2), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(exp.task))
   eval_split = _eval_split_name(exp)
-  eval_arrays = exp.dataset.split(eval_split)
+  periodic_eval_arrays = eval_arrays(exp.dataset, eval_split, config.data)
 
   def run_eval(s: TrainState, step: int) -> dict[str, float]:
-    metrics, _, _ = evaluate_split(eval_step, s, eval_arrays, config.data.eval_batch_size, exp.task)
+    metrics, _, _ = evaluate_split(eval_step, s, periodic_eval_arrays, config.data.eval_batch_size, exp.task)
     writer.write(step, "eval", metrics)
     return metrics
 
@@ -149,8 +148,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
     best = best_ckpt.restore(state)
     if best is not None:
       final_step, final_state = best[0], best[1]
-  test_metrics, _, _ = evaluate_split(eval_step, final_state, exp.dataset.split("test"), config.data.eval_batch_size,
-                                      exp.task)
+  test_metrics, _, _ = evaluate_split(eval_step, final_state, eval_arrays(exp.dataset, "test", config.data),
+                                      config.data.eval_batch_size, exp.task)
   writer.write(step, "test", {**test_metrics, "checkpoint_step": final_step})
   writer.close()
   ckpt.close()
