@@ -18,6 +18,10 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+class CheckpointError(RuntimeError):
+  """No usable checkpoint where one was required (every step failed to restore)."""
+
+
 def _manager(directory: str, keep: int, async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
   if read_only:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
@@ -29,7 +33,7 @@ def _manager(directory: str, keep: int, async_save: bool = True, read_only: bool
 
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree, used as a restore target."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(x), tree)
 
 
 class Checkpointer:
@@ -57,7 +61,7 @@ class Checkpointer:
     """Restores `step` (default: the newest loadable one) into the structure of `target_state`.
 
     Returns (step, state, data_state, meta), or None if there is no checkpoint at all. A step that
-    fails to load is reported and skipped; if every step fails, raises a RuntimeError.
+    fails to load is reported and skipped; if every step fails, raises CheckpointError.
     """
     self._mngr.wait_until_finished()
     steps = self.steps() if step is None else [step]
@@ -74,7 +78,7 @@ class Checkpointer:
         msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         log.warning("Checkpoint step %d in %s could not be restored (%s); trying an older one.", s, self.directory, msg)
         errors.append((s, msg))
-    raise RuntimeError(f"No checkpoint in {self.directory} could be restored (tried steps "
+    raise CheckpointError(f"No checkpoint in {self.directory} could be restored (tried steps "
                        f"{[s for s, _ in errors]}; last error: {errors[-1][1]}). Delete the directory to start over.")
 
   def wait(self) -> None:

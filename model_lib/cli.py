@@ -10,7 +10,11 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+  from model_lib.checkpoint import CheckpointError
+  from model_lib.train.loop import NonFiniteError
+
+  return (ValueError, FileNotFoundError, KeyError, CheckpointError, NonFiniteError)
 
 
 def run_cli(fn: Callable[[], T]) -> T:
@@ -19,7 +23,7 @@ def run_cli(fn: Callable[[], T]) -> T:
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save/restore at INFO through absl.
   try:
     return fn()
-  except USER_ERRORS as e:
+  except _user_errors() as e:
     if logging.getLogger().isEnabledFor(logging.DEBUG):
       raise
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -76,7 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
       "keep_checkpoints": 3,
       "async_checkpointing": True,
       "label_smoothing": 0.0,
-      "allow_config_change": False,  # Resume a workdir whose saved model/data config differs.
+      "allow_config_change": False,
+      "nan_policy": "raise",  # raise | skip (drop the update, count it) | rollback (restore last checkpoint).
+      "rollback_lr_factor": 0.5,  # rollback: multiply the learning rate by this after each rollback.
+      "max_rollbacks": 3,  # Resume a workdir whose saved model/data config differs.
       "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
   })
   return c
@@ -157,6 +160,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail(f"train.early_stopping.patience must be >= 0, got {t.early_stopping.patience}.")
   if not 0 <= t.label_smoothing < 1:
     _fail(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
+  if t.nan_policy not in ("raise", "skip", "rollback"):
+    _fail(f"train.nan_policy must be 'raise', 'skip' or 'rollback', got '{t.nan_policy}'.")
+  if not 0 < t.rollback_lr_factor <= 1:
+    _fail(f"train.rollback_lr_factor must be in (0, 1], got {t.rollback_lr_factor}.")
   if d.source not in ("auto", "tfds", "local", "embedded"):
     _fail(f"data.source must be one of auto, tfds, local, embedded; got '{d.source}'.")
   if d.tokenizer not in ("char", "word", "subword"):

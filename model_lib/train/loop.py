@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from model_lib.config import ConfigError
@@ -35,11 +36,26 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
   return value > best if mode == "max" else value < best
 
 
+class NonFiniteError(FloatingPointError):
+  """A NaN/Inf loss or gradient under train.nan_policy='raise' (or after too many rollbacks)."""
+
+
+def _leaf_names(tree: Any) -> list[str]:
+  return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
 def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_iter: Any, total_steps: int,
              batch_size: int, schedule: Callable, run_eval: Callable[[Any, int], dict[str, float]],
              save: Callable[[str, int, Any, dict, dict], None], writer: Any, bar: Any, tcfg: Any,
-             eval_every: int, checkpoint_every: int, meta: dict[str, Any]) -> LoopResult:
-  """Runs steps from `state.step` to `total_steps`; `save(kind, step, state, data_state, meta)` with kind latest/best."""
+             eval_every: int, checkpoint_every: int, meta: dict[str, Any],
+             rollback: Callable[[], tuple[Any, dict]] | None = None) -> LoopResult:
+  """Runs steps from `state.step` to `total_steps`; `save(kind, step, state, data_state, meta)` with kind latest/best.
+
+  Non-finite steps (flagged by the train step, which already dropped their update) are handled at the
+  next logging step by `tcfg.nan_policy`: 'raise' stops naming the step and the first non-finite gradient
+  leaf, 'skip' counts them, 'rollback' calls `rollback()` -> (restored state, restored meta) and lowers the
+  learning rate by `tcfg.rollback_lr_factor`.
+  """
   step = int(jax.device_get(state.step))
   es = tcfg.early_stopping
   if step >= total_steps or meta.get("stopped_early"):
@@ -49,6 +65,7 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
   compiled = train_step.lower(state, batch, dropout_key).compile()  # Compiled once; a shape change would raise.
   compile_s = time.perf_counter() - t0
   first_log = True
+  leaf_names = _leaf_names(state.params)
   window: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
   with PreemptionGuard() as guard:
@@ -63,12 +80,23 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
       if step % tcfg.log_every == 0 or last:
         host = jax.device_get(window)  # The only device->host sync between evaluations.
         elapsed = time.perf_counter() - window_start
-        row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        bad = [(step - len(host) + 1 + i, m) for i, m in enumerate(host) if m.get("nonfinite", 0) > 0]
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("nonfinite", "nonfinite_leaf")}
         row["learning_rate"] = float(schedule(step - 1))
         row["examples_per_sec"] = len(host) * batch_size / max(elapsed, 1e-9)
         if first_log:
           row["compile_s"], first_log = compile_s, False
+        if bad:
+          meta["nonfinite_steps"] = meta.get("nonfinite_steps", 0) + len(bad)
+          row["nonfinite_steps"] = meta["nonfinite_steps"]
         writer.write(step, "train", row)
+        if bad:
+          restored = _handle_nonfinite(bad, leaf_names, tcfg, meta, state, rollback)
+          if restored is not None:  # Rolled back: continue from the restored step with fresh batches.
+            state, step = restored, int(jax.device_get(restored.step))
+            batch = jax.device_put(next(train_iter))
+            window, window_start = [], time.perf_counter()
+            continue
         bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}")
         bar.update(len(host))
         window, window_start = [], time.perf_counter()
@@ -94,3 +122,30 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
       if stop:
         break
   return LoopResult(state, step, meta, compile_s, guard.signal_name if guard.requested else "")
+
+
+def _handle_nonfinite(bad: list[tuple[int, dict]], leaf_names: list[str], tcfg: Any, meta: dict[str, Any], state: Any,
+                      rollback: Callable | None) -> Any:
+  """Applies train.nan_policy to the last window's non-finite steps; returns the restored state after a rollback."""
+  first_step, m = bad[0]
+  leaf = int(m["nonfinite_leaf"])
+  where = f"first non-finite gradient leaf {leaf_names[leaf]}" if leaf >= 0 else "the loss is non-finite"
+  what = f"Non-finite loss/gradient at step {first_step} ({where}; {len(bad)} bad step(s) since the last log)"
+  if tcfg.nan_policy == "skip":
+    log.warning("%s: updates dropped (train.nan_policy=skip, %d so far).", what, meta["nonfinite_steps"])
+    return None
+  if tcfg.nan_policy == "rollback" and rollback is not None:
+    rollbacks, bad_total = meta.get("rollbacks", 0) + 1, meta["nonfinite_steps"]
+    if rollbacks > tcfg.max_rollbacks:
+      raise NonFiniteError(f"{what}; gave up after train.max_rollbacks={tcfg.max_rollbacks} rollbacks. Lower "
+                           f"--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm.")
+    scale = float(jax.device_get(state.lr_scale)) * tcfg.rollback_lr_factor
+    restored, restored_meta = rollback()
+    meta.clear()
+    meta.update(restored_meta, rollbacks=rollbacks, nonfinite_steps=bad_total)
+    restored = restored.replace(lr_scale=jnp.asarray(scale, jnp.float32))
+    log.warning("%s: rolled back to step %d with learning-rate scale %.3g (rollback %d of at most %d).", what,
+                int(jax.device_get(restored.step)), scale, rollbacks, tcfg.max_rollbacks)
+    return restored
+  raise NonFiniteError(f"{what}. Lower --config.optimizer.learning_rate, set --config.optimizer.grad_clip_norm, or "
+                       f"use --config.train.nan_policy=skip|rollback.")

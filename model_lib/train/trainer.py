@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from model_lib import config as config_lib
 from model_lib import optim, plots
 from model_lib import workdir as workdir_lib
-from model_lib.checkpoint import Checkpointer
+from model_lib.checkpoint import Checkpointer, abstract_like
 from model_lib.data import Dataset, load_dataset
 from model_lib.data.pipeline import eval_arrays, make_train_iterator, sample_inputs, steps_per_epoch
 from model_lib.models import build_model
@@ -127,10 +127,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
   def save(kind: str, step: int, s: TrainState, data_state: dict, m: dict) -> None:
     (best_ckpt if kind == "best" else ckpt).save(step, s, data_state, m)
 
+  target = abstract_like(state)  # `state` is donated to the first step; keep its shapes for restores.
+  if tcfg.nan_policy == "rollback" and restored is None:
+    ckpt.save(0, state, train_iter.get_state(), meta)  # Something to roll back to before the first interval.
+
+  def rollback() -> tuple[TrainState, dict]:
+    _, restored_state, data_state, restored_meta = ckpt.restore(target)
+    train_iter.set_state(data_state)
+    return restored_state, restored_meta
+
   result = run_loop(state=state, train_step=train_step, dropout_key=exp.dropout_key, train_iter=train_iter,
                     total_steps=exp.total_steps, batch_size=config.data.batch_size, schedule=exp.schedule,
                     run_eval=run_eval, save=save, writer=writer, bar=bar, tcfg=tcfg, eval_every=eval_every,
-                    checkpoint_every=checkpoint_every, meta=meta)
+                    checkpoint_every=checkpoint_every, meta=meta, rollback=rollback)
   bar.close()
   state, step, meta = result.state, result.step, result.meta
   if result.preempted:
