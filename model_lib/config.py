@@ -79,7 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
       "allow_config_change": False,
       "nan_policy": "raise",  # raise | skip (drop the update, count it) | rollback (restore last checkpoint).
       "rollback_lr_factor": 0.5,  # rollback: multiply the learning rate by this after each rollback.
-      "max_rollbacks": 3,  # Resume a workdir whose saved model/data config differs.
+      "max_rollbacks": 3,
+      "sample_tokens": 0,  # Language models: tokens to sample into DIR/samples.txt at the end (0 = none).
+      "sample_prompt": "\n",  # Resume a workdir whose saved model/data config differs.
       "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
   })
   return c

@@ -66,6 +66,9 @@ def _cosine(lr: float, total_steps: int, cfg: ml_collections.ConfigDict) -> opta
 def _warmup_cosine(lr: float, total_steps: int, cfg: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up 0 -> lr over warmup_steps, then cosine to lr * end_factor at decay_steps."""
   steps = cfg.get("decay_steps", 0) or total_steps
+  if steps <= cfg.get("warmup_steps", 0):
+    raise ValueError(f"optimizer.schedule.warmup_steps={cfg.get('warmup_steps', 0)} must be smaller than the decay "
+                     f"length {steps} (optimizer.schedule.decay_steps, or the run's total steps when 0).")
   return optax.warmup_cosine_decay_schedule(0.0, lr, cfg.get("warmup_steps", 0), steps, lr * cfg.get("end_factor", 0.0))
 
 

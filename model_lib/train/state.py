@@ -33,7 +33,8 @@ def rng_streams(seed: int) -> dict[str, jax.Array]:
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: jax.Array,
                        params_key: jax.Array) -> TrainState:
   """Initialises the model on a sample batch and wraps everything into a TrainState."""
-  variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(params_key, sample_x)
+  variables = jax.jit(lambda k, x: nn.meta.unbox(model.init({"params": k, "dropout": k}, x, train=False)))(
+      params_key, sample_x)  # Logical axis names live in the abstract tree (parallel/), not in the state.
   params = variables["params"]
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get("batch_stats", {}))
   # A concrete int32 step (not a weakly typed Python 0) so the first and later steps share one executable.

@@ -20,6 +20,7 @@ from model_lib.checkpoint import Checkpointer, abstract_like
 from model_lib.data import Dataset, load_dataset
 from model_lib.data.pipeline import eval_arrays, make_train_iterator, sample_inputs, steps_per_epoch
 from model_lib.models import build_model
+from model_lib.sampling import sample_text
 from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
 from model_lib.train.loop import run_loop
@@ -28,6 +29,7 @@ from model_lib.train.step import make_eval_step, make_train_step
 from model_lib.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
+TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclasses.dataclass
@@ -51,7 +53,7 @@ def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None 
   dataset = dataset or load_dataset(config.data)
   info = dataset.info
   task = tasks.build_task(info, label_smoothing=config.train.label_smoothing)
-  model = build_model(config.model, num_outputs=info.num_outputs)
+  model = build_model(config.model, num_outputs=info.num_outputs, vocab_size=info.vocab_size or None)
   epoch_steps = steps_per_epoch(dataset, config.data)
   if epoch_steps == 0:
     raise config_lib.ConfigError(
@@ -90,6 +92,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   if jax.process_index() == 0:
     workdir_lib.write_run_info(workdir, config, sys.argv)
+    if exp.dataset.tokenizer is not None:  # JSON, next to the checkpoints, so samples decode without the corpus.
+      exp.dataset.tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
 
   eval_every = tcfg.eval_every or exp.steps_per_epoch
   checkpoint_every = tcfg.checkpoint_every or eval_every
@@ -169,6 +173,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
              "best": {"metric": es.metric, "value": meta["best_value"], "step": meta["best_step"]}}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
+  if tcfg.sample_tokens and exp.dataset.tokenizer is not None and jax.process_index() == 0:
+    text = sample_text(exp.model, final_state.params, exp.dataset.tokenizer, tcfg.sample_prompt, tcfg.sample_tokens,
+                       jax.random.key(config.seed))
+    with open(os.path.join(workdir, "samples.txt"), "w") as f:
+      f.write(text + "\n")
   try:
     plots.plot_learning_curves([workdir], os.path.join(workdir, "curves.png"))
   except ValueError as e:  # A run too short to have both train and eval rows.
