@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
       "l2": 0.0,
       "grad_clip_norm": 0.0,  # 0 = no clipping.
       "accumulate_steps": 1,
+      "prune": ml_collections.ConfigDict({  # Magnitude pruning (model_lib/compress/prune.py); sparsity 0 = off.
+          "sparsity": 0.0, "scope": "global", "schedule": "gradual", "begin_step": 0, "end_step": 0,
+          "frequency": 100}),
   })
   c.train = ml_collections.ConfigDict({
       "num_steps": 0,  # Exactly one of num_steps / num_epochs is > 0.
@@ -144,6 +147,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("weight_decay", "l1", "l2", "grad_clip_norm"):
     if o[key] < 0:
       _fail(f"optimizer.{key} must be >= 0, got {o[key]}.")
+  if not 0 <= o.prune.sparsity < 1:
+    _fail(f"optimizer.prune.sparsity must be in [0, 1), got {o.prune.sparsity}.")
   if o.accumulate_steps < 1:
     _fail(f"optimizer.accumulate_steps must be >= 1, got {o.accumulate_steps}.")
   if (t.num_steps > 0) == (t.num_epochs > 0):

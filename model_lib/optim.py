@@ -148,7 +148,8 @@ def build_optimizer(opt_cfg: ml_collections.ConfigDict,
   """Returns (optimizer, learning-rate schedule) for `config.optimizer`.
 
   Chain: [clip by global norm] -> optimizer(lr schedule) with decoupled weight decay
-  `w <- w - lr_t * weight_decay * w` on kernels (exactly AdamW for 'adamw') -> [MultiSteps accumulation].
+  `w <- w - lr_t * weight_decay * w` on kernels (exactly AdamW for 'adamw') -> [magnitude pruning]
+  -> [MultiSteps accumulation].
   """
   schedule = build_schedule(opt_cfg, total_steps)
   base = OPTIMIZERS.get(opt_cfg.name, key="optimizer.name")
@@ -164,6 +165,13 @@ def build_optimizer(opt_cfg: ml_collections.ConfigDict,
     if wd:
       parts.append(decoupled_weight_decay(wd, schedule))
   tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
+  prune_cfg = opt_cfg.get("prune", None)
+  if prune_cfg is not None and prune_cfg.sparsity > 0:
+    from model_lib.compress.prune import prune_by_magnitude  # Local: compress imports optax only.
+
+    end = prune_cfg.end_step or int(0.75 * total_steps)
+    tx = optax.chain(tx, prune_by_magnitude(prune_cfg.sparsity, prune_cfg.scope, prune_cfg.schedule,
+                                            prune_cfg.begin_step, end, prune_cfg.frequency))
   k = opt_cfg.get("accumulate_steps", 1)
   if k > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=k)

@@ -1,0 +1,1 @@
+"""Model compression: magnitude pruning, int8 quantization, knowledge distillation."""
