@@ -7,6 +7,7 @@ names the key and the fix. `model.*` is free-form (checked by the model's constr
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 import ml_collections
@@ -86,6 +87,28 @@ def base_config() -> ml_collections.ConfigDict:
       "sample_tokens": 0,  # Language models: tokens to sample into DIR/samples.txt at the end (0 = none).
       "sample_prompt": "\n",  # Resume a workdir whose saved model/data config differs.
       "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
+      "profile_steps": "",  # "a,b": jax.profiler trace of train steps a..b into DIR/profile ("" = off).
+      # Persistent XLA compilation cache ("" = off); default env MODEL_LIB_CACHE_DIR or ~/.cache/model_lib/jax.
+      "compilation_cache_dir": os.environ.get("MODEL_LIB_CACHE_DIR",
+                                              os.path.join(os.path.expanduser("~"), ".cache", "model_lib", "jax")),
+  })
+  # Device mesh over all devices of all processes: data x fsdp x tensor must equal the device count.
+  c.mesh = ml_collections.ConfigDict({
+      "data": -1,  # Data-parallel replicas (-1 = the devices left over by the other axes).
+      "fsdp": 1,  # Params and optimizer state sharded (ZeRO-3 style); the batch is split over data x fsdp.
+      "tensor": 1,  # Megatron tensor parallelism: attention heads and MLP hidden units split.
+      "rules": "auto",  # auto | dp | fsdp | tp | fsdp_tp: logical-axis -> mesh-axis rules (auto: from the sizes).
+  })
+  c.parallel = ml_collections.ConfigDict({
+      "mode": "jit",  # jit (GSPMD over config.mesh) | pmap (data parallelism with jax.pmap, mesh.data only).
+  })
+  # Multi-host: jax.distributed.initialize before anything touches a device.
+  c.distributed = ml_collections.ConfigDict({
+      "enabled": False,
+      "coordinator_address": "",  # host:port of process 0; "" = auto-detect (TPU pod, SLURM, GKE/Kubernetes).
+      "num_processes": 0,  # 0 = auto-detect.
+      "process_id": -1,  # -1 = auto-detect.
+      "local_device_ids": "",  # Comma-separated ids of this process's devices ("" = all visible).
   })
   return c
 
@@ -179,6 +202,55 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail(f"data.seq_len and data.max_len must be > 0 (got {d.seq_len}, {d.max_len}).")
   if t.eval_split not in ("val", "test", "train"):
     _fail(f"train.eval_split must be 'val', 'test' or 'train', got '{t.eval_split}'.")
+  _validate_parallel(config)
+
+
+MESH_RULES = ("auto", "dp", "fsdp", "tp", "fsdp_tp")
+PARALLEL_MODES = ("jit", "pmap")
+
+
+def _validate_parallel(config: ml_collections.ConfigDict) -> None:
+  """Static checks of mesh/parallel/distributed/profiling keys (the device count is checked by parallel.mesh)."""
+  m, t = config.get("mesh"), config.train
+  if m is not None:
+    for key in ("data", "fsdp", "tensor"):
+      if m[key] == 0 or m[key] < -1:
+        _fail(f"mesh.{key} must be -1 (the rest of the devices) or >= 1, got {m[key]}.")
+    if [m.data, m.fsdp, m.tensor].count(-1) > 1:
+      _fail(f"At most one of mesh.data/fsdp/tensor may be -1, got {m.data}/{m.fsdp}/{m.tensor}; set the others.")
+    if m.rules not in MESH_RULES:
+      _fail(f"mesh.rules must be one of {', '.join(MESH_RULES)}; got '{m.rules}'.")
+  p = config.get("parallel")
+  if p is not None:
+    if p.mode not in PARALLEL_MODES:
+      _fail(f"parallel.mode must be 'jit' or 'pmap', got '{p.mode}'.")
+    if p.mode == "pmap" and m is not None and (m.fsdp != 1 or m.tensor != 1):
+      _fail(f"parallel.mode=pmap is data parallelism only: set mesh.fsdp=1 and mesh.tensor=1 (got {m.fsdp}, "
+            f"{m.tensor}), or use parallel.mode=jit.")
+  d = config.get("distributed")
+  if d is not None and d.enabled:
+    if d.num_processes < 0 or d.process_id < -1:
+      _fail("distributed.num_processes must be >= 0 and distributed.process_id >= -1 (0 / -1 = auto-detect).")
+    if d.process_id >= 0 and d.num_processes and d.process_id >= d.num_processes:
+      _fail(f"distributed.process_id={d.process_id} must be < distributed.num_processes={d.num_processes}.")
+    if d.local_device_ids and not all(s.strip().isdigit() for s in d.local_device_ids.split(",")):
+      _fail(f"distributed.local_device_ids must be comma-separated integers, got '{d.local_device_ids}'.")
+  if t.get("profile_steps"):
+    parse_profile_steps(t.profile_steps)
+
+
+def parse_profile_steps(value: str) -> tuple[int, int] | None:
+  """train.profile_steps "a,b" -> (a, b) with 1 <= a <= b; "" -> None."""
+  if not value:
+    return None
+  parts = value.split(",")
+  try:
+    first, last = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, -1)
+  except ValueError:
+    first, last = 0, -1
+  if not 1 <= first <= last:
+    _fail(f"train.profile_steps must be 'a,b' with 1 <= a <= b (train steps to trace), got '{value}'.")
+  return first, last
 
 
 def _tuples(value: Any) -> Any:
@@ -198,4 +270,13 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"No config.json in '{workdir}'; pass the --workdir of a training run.")
   with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    saved = _tuples(json.load(f))
+
+  def merge(default: dict, override: dict) -> dict:  # Keys added since the run was written keep their defaults.
+    out = dict(default)
+    for k, v in override.items():
+      out[k] = merge(default[k], v) if isinstance(v, dict) and isinstance(default.get(k), dict) and k not in FREE_FORM \
+          else v
+    return out
+
+  return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))

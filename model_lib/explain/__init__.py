@@ -1,0 +1,1 @@
+"""Explainability: gradient attributions, occlusion, attention maps, feature importance."""
