@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
           "sparsity": 0.0, "scope": "global", "schedule": "gradual", "begin_step": 0, "end_step": 0,
           "frequency": 100}),
   })
+  c.federated = ml_collections.ConfigDict({  # experiments.fedavg only (model_lib/federated.py).
+      "num_clients": 10, "rounds": 20, "local_steps": 5, "client_batch_size": 32,
+      "partitions": ("iid", "label_skew"), "classes_per_client": 2, "eval_every": 1,
+  })
   c.train = ml_collections.ConfigDict({
       "num_steps": 0,  # Exactly one of num_steps / num_epochs is > 0.
       "num_epochs": 0,
