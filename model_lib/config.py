@@ -66,10 +66,15 @@ def base_config() -> ml_collections.ConfigDict:
       "l2": 0.0,
       "grad_clip_norm": 0.0,  # 0 = no clipping.
       "accumulate_steps": 1,
+      "freeze": "",  # Regex over parameter paths ('Encoder/.*'): matching parameters are not updated.
+      "lr_multipliers": (),  # ("regex=mult", ...): learning-rate multiplier of matching parameters (first wins).
+      "layer_decay": 0.0,  # Layer-wise LR decay: layer i of L gets decay ** (L + 1 - i) (0 = off).
       "prune": ml_collections.ConfigDict({  # Magnitude pruning (model_lib/compress/prune.py); sparsity 0 = off.
           "sparsity": 0.0, "scope": "global", "schedule": "gradual", "begin_step": 0, "end_step": 0,
           "frequency": 100}),
   })
+  c.init_from = ""  # Workdir (or checkpoint dir) whose matching parameters initialise this run (fine-tuning).
+  c.init_from_step = -1  # -1 = its best checkpoint, else its latest.
   c.federated = ml_collections.ConfigDict({  # experiments.fedavg only (model_lib/federated.py).
       "num_clients": 10, "rounds": 20, "local_steps": 5, "client_batch_size": 32,
       "partitions": ("iid", "label_skew"), "classes_per_client": 2, "eval_every": 1,

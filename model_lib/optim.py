@@ -143,12 +143,23 @@ def decoupled_weight_decay(weight_decay: float, schedule: optax.Schedule) -> opt
   return optax.GradientTransformation(init, update)
 
 
+def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
+  """Multiplies each update leaf by a constant (0 freezes the leaf exactly)."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u if m == 1.0 else u * jnp.asarray(m, u.dtype), updates, multipliers), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def build_optimizer(opt_cfg: ml_collections.ConfigDict,
-                    total_steps: int) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
+                    total_steps: int, params: Any = None) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
   """Returns (optimizer, learning-rate schedule) for `config.optimizer`.
 
   Chain: [clip by global norm] -> optimizer(lr schedule) with decoupled weight decay
-  `w <- w - lr_t * weight_decay * w` on kernels (exactly AdamW for 'adamw') -> [magnitude pruning]
+  `w <- w - lr_t * weight_decay * w` on kernels (exactly AdamW for 'adamw') -> [per-group multipliers:
+  freezing, lr_multipliers, layer-wise decay (needs `params`)] -> [magnitude pruning]
   -> [MultiSteps accumulation].
   """
   schedule = build_schedule(opt_cfg, total_steps)
@@ -165,6 +176,13 @@ def build_optimizer(opt_cfg: ml_collections.ConfigDict,
     if wd:
       parts.append(decoupled_weight_decay(wd, schedule))
   tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
+  if opt_cfg.get("freeze", "") or opt_cfg.get("lr_multipliers", ()) or opt_cfg.get("layer_decay", 0.0):
+    if params is None:
+      raise ValueError("optimizer.freeze/lr_multipliers/layer_decay need the params: build_optimizer(..., params=).")
+    from model_lib.transfer import update_multipliers
+
+    tx = optax.chain(tx, scale_by_multipliers(update_multipliers(
+        params, opt_cfg.get("freeze", ""), opt_cfg.get("lr_multipliers", ()), opt_cfg.get("layer_decay", 0.0))))
   prune_cfg = opt_cfg.get("prune", None)
   if prune_cfg is not None and prune_cfg.sparsity > 0:
     from model_lib.compress.prune import prune_by_magnitude  # Local: compress imports optax only.
