@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
       "max_len": 64,  # Text classification: sequences are truncated/padded to this many tokens.
       "vocab_size": 10000,  # Word/subword vocabularies: size limit (incl. PAD and OOV).
       "tokenizer": "word",  # char | word | subword
+      "tokenizer_path": "",  # Reuse a saved tokenizer.json instead of building one (fine-tuning).
       "lowercase": True,  # Applies to every tokenizer (set False for char-level Shakespeare).
       "uci_split": 0,  # UCI regression sets: which of the standard splits (0-4).
       "augment": ml_collections.ConfigDict({
@@ -73,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
           "sparsity": 0.0, "scope": "global", "schedule": "gradual", "begin_step": 0, "end_step": 0,
           "frequency": 100}),
   })
+  c.quant = ml_collections.ConfigDict({"qat": False})  # Quantization-aware training: int8 fake-quant kernels.
+  c.distill = ml_collections.ConfigDict({  # Knowledge distillation from a trained teacher run ('' = off).
+      "teacher_workdir": "", "alpha": 0.5, "temperature": 4.0})
   c.init_from = ""  # Workdir (or checkpoint dir) whose matching parameters initialise this run (fine-tuning).
   c.init_from_step = -1  # -1 = its best checkpoint, else its latest.
   c.federated = ml_collections.ConfigDict({  # experiments.fedavg only (model_lib/federated.py).

@@ -39,7 +39,7 @@ class Dataset:
   def num_examples(self, name: str) -> int:
     """Examples in a split; for token-stream (LM) splits, the number of tokens."""
     split = self.split(name)
-    return len(split["y"] if "y" in split else split["tokens"])
+    return len(split["tokens"] if "tokens" in split else next(iter(split.values())))
 
 
 def default_data_dir() -> str:

@@ -94,6 +94,12 @@ def make_train_iterator(dataset: Dataset, data_cfg: ml_collections.ConfigDict, s
     return LMWindowIterator(train["tokens"], data_cfg.seq_len, data_cfg.batch_size, seed, shard_index, shard_count)
   aug = data_cfg.get("augment", ml_collections.ConfigDict())
   transform = None
+  if dataset.info.task == "mlm":  # Fresh masks every time a batch is drawn (deterministic per seed and step).
+    from model_lib.data.mlm import MASK_TOKEN, mask_batch
+
+    transform = functools.partial(mask_batch, mask_id=int(dataset.tokenizer.encode(MASK_TOKEN)[0]),
+                                  vocab_size=dataset.info.vocab_size)
+    return TrainIterator(train, data_cfg.batch_size, seed, transform, shard_index, shard_count)
   if aug.get("random_crop", 0) or aug.get("flip", False) or aug.get("mixup_alpha", 0.0):
     random_only = {**aug.to_dict(), "normalize": False}  # Normalisation already happened at load time.
     transform = functools.partial(augment_batch, cfg_augment=random_only, dataset=data_cfg.name)
@@ -111,7 +117,7 @@ def steps_per_epoch(dataset: Dataset, data_cfg: ml_collections.ConfigDict, shard
   train = dataset.split("train")
   if "tokens" in train:
     return (len(train["tokens"]) - 1) // shard_count // data_cfg.seq_len // data_cfg.batch_size
-  return len(train["y"]) // shard_count // data_cfg.batch_size
+  return len(next(iter(train.values()))) // shard_count // data_cfg.batch_size
 
 
 def sample_inputs(dataset: Dataset, data_cfg: ml_collections.ConfigDict) -> np.ndarray:

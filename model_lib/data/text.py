@@ -223,7 +223,10 @@ def build_tokenizer(kind: str, corpus: str | Iterable[str], **opts: Any) -> Toke
 
 
 def tokenizer_from_config(data_cfg: ml_collections.ConfigDict, corpus: str | Iterable[str]) -> Tokenizer:
-  """`build_tokenizer` with data.tokenizer, data.lowercase and (word, subword) data.vocab_size."""
+  """`build_tokenizer` with data.tokenizer, data.lowercase and (word, subword) data.vocab_size, or the tokenizer
+  saved at data.tokenizer_path (e.g. the pretraining run's, so token ids match when fine-tuning)."""
+  if data_cfg.get("tokenizer_path", ""):
+    return load_tokenizer(data_cfg.tokenizer_path)
   kind, lowercase = data_cfg.get("tokenizer", "word"), data_cfg.get("lowercase", True)
   size = data_cfg.get("vocab_size", 10000)
   opts = {"char": {}, "word": {"max_size": size}, "subword": {"vocab_size": size}}.get(kind, {})

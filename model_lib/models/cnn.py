@@ -1,4 +1,8 @@
-"""Convolutional classifier: (Conv -> [BatchNorm] -> act -> [MaxPool]) x N -> Flatten -> MLP head."""
+"""Convolutional classifier: (Conv -> [BatchNorm] -> act -> [MaxPool]) x N -> Flatten -> MLP head.
+
+Parameters carry logical axis names in 'params_axes' (see `mlp`): conv kernels ('conv_h', 'conv_w', 'conv_in',
+'conv_out'), dense layers as in the MLP.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from model_lib.models.layers import activation
+from model_lib.models.mlp import BatchNorm, Conv, Dense
 from model_lib.models.registry import MODELS
 
 
@@ -26,6 +31,7 @@ class CNN(nn.Module):
   conv_dropout: float = 0.0
   dropout: float = 0.0
   batch_norm: bool = False
+  batch_norm_axis_name: str | None = None  # pmap/shard_map axis averaging BatchNorm statistics (set by the trainer).
   dtype: str = "float32"
 
   @nn.compact
@@ -37,17 +43,20 @@ class CNN(nn.Module):
     x = x.astype(dtype)
     k = (self.kernel_size, self.kernel_size)
     for i, feats in enumerate(self.features):
-      x = nn.Conv(feats, k, padding=self.padding, use_bias=not self.batch_norm, dtype=dtype)(x)  # (B, H', W', feats)
+      x = Conv(feats, k, padding=self.padding, use_bias=not self.batch_norm, dtype=dtype)(x)  # (B, H', W', feats)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, dtype=dtype)(x)
+        x = BatchNorm(use_running_average=not train, dtype=dtype, axis_name=self.batch_norm_axis_name,
+                      feature_axis="conv_out")(x)
       x = act(x)
       if self.pool_every and (i + 1) % self.pool_every == 0:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))  # (B, H'/2, W'/2, feats)
       if self.conv_dropout > 0:
         x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))  # (B, H*W*C)
+    names = ("embed", "mlp")
     for width in self.dense_sizes:
-      x = act(nn.Dense(width, dtype=dtype)(x))
+      x = act(Dense(width, dtype=dtype, axes=names)(x))
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_outputs, dtype=dtype)(x).astype(jnp.float32)  # (B, num_outputs)
+      names = names[::-1]
+    return Dense(self.num_outputs, dtype=dtype, axes=(names[0], "classes"))(x).astype(jnp.float32)  # (B, num_outputs)

@@ -1,0 +1,215 @@
+"""Transformers over tokens: a GPT decoder (pre-LN, causal) and a BERT encoder (post- or pre-LN, padding mask)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model_lib.models.attention import MultiHeadAttention
+from model_lib.models.registry import MODELS
+
+Init = Callable[..., Any]
+BERT_HEADS = ("classifier", "pooler", "mlm", "none")
+
+
+def dense(features: int, names: tuple[str | None, str | None], dtype: Any, init: Init = nn.initializers.normal(0.02),
+          name: str | None = None) -> nn.Dense:
+  """nn.Dense with float32 params whose kernel/bias carry logical axis names (kernel names: (in, out))."""
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=nn.with_logical_partitioning(init, names),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]))
+
+
+def layer_norm(epsilon: float, dtype: Any, name: str | None = None) -> nn.LayerNorm:
+  """nn.LayerNorm over the 'embed' axis with float32 params."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+def embed(num: int, features: int, names: tuple[str | None, str], dtype: Any, name: str,
+          init: Init = nn.initializers.normal(0.02)) -> nn.Embed:
+  """nn.Embed with a float32 (num, features) table carrying logical axis names."""
+  return nn.Embed(num, features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  embedding_init=nn.with_logical_partitioning(init, names))
+
+
+class MlpBlock(nn.Module):
+  """Dense(mlp_dim) -> GELU -> Dense(D)."""
+
+  mlp_dim: int
+  approximate_gelu: bool = True
+  dtype: str = "float32"
+  kernel_init: Init = nn.initializers.normal(0.02)
+  out_kernel_init: Init | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = jnp.dtype(self.dtype)
+    h = dense(self.mlp_dim, ("embed", "mlp"), dtype, self.kernel_init, name="fc1")(x)  # (B, T, F)
+    h = nn.gelu(h, approximate=self.approximate_gelu)
+    return dense(x.shape[-1], ("mlp", "embed"), dtype, self.out_kernel_init or self.kernel_init, name="fc2")(h)
+
+
+class TransformerBlock(nn.Module):
+  """Self-attention + MLP, each with a residual; pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x)))."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0  # On each branch's output, before the residual add.
+  post_ln: bool = False
+  layer_norm_eps: float = 1e-6
+  approximate_gelu: bool = True
+  attention_impl: str = "dot_product"
+  implementation: str | None = None
+  dtype: str = "float32"
+  kernel_init: Init = nn.initializers.normal(0.02)
+  out_kernel_init: Init | None = None  # Residual-branch output projections.
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, causal: bool = False, train: bool = False,
+               decode: bool = False, cache_index: jax.Array | None = None) -> jax.Array:
+    dtype = jnp.dtype(self.dtype)
+    attn = MultiHeadAttention(self.num_heads, attention_impl=self.attention_impl, implementation=self.implementation,
+                              dtype=self.dtype, kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
+                              name="attn")
+    mlp = MlpBlock(self.mlp_dim, self.approximate_gelu, self.dtype, self.kernel_init, self.out_kernel_init, name="mlp")
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    ln1 = layer_norm(self.layer_norm_eps, dtype, name="ln1")
+    ln2 = layer_norm(self.layer_norm_eps, dtype, name="ln2")
+    attend = functools.partial(attn, mask=mask, causal=causal, decode=decode, cache_index=cache_index)
+    if self.post_ln:
+      x = ln1(x + drop(attend(x)))
+      return ln2(x + drop(mlp(x)))
+    x = x + drop(attend(ln1(x)))  # (B, T, D)
+    return x + drop(mlp(ln2(x)))
+
+
+def _check_length(t: int, max_len: int) -> None:
+  if t > max_len:
+    raise ValueError(f"Sequence length {t} exceeds max_len={max_len} (config key model.max_len).")
+
+
+@MODELS.register("gpt")
+class GPT(nn.Module):
+  """GPT-2-style decoder: token + learned position embeddings, pre-LN causal blocks, final LN, LM head.
+
+  Dropout acts on the embedding sum and on each residual branch. `tie_embeddings` reuses the token table as the
+  (bias-free) output layer, as GPT-2 does. With `decode=True` the blocks keep a KV cache (collection 'cache')
+  sized by the sequence length at init; see `model_lib.generate`.
+  """
+
+  num_outputs: int
+  vocab_size: int
+  num_layers: int = 2
+  num_heads: int = 4
+  embed_dim: int = 128
+  mlp_dim: int = 512
+  max_len: int = 256
+  dropout: float = 0.0
+  tie_embeddings: bool = True
+  attention_impl: str = "dot_product"
+  implementation: str | None = None
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False, decode: bool = False) -> jax.Array:
+    if self.tie_embeddings and self.num_outputs != self.vocab_size:
+      raise ValueError(f"tie_embeddings needs num_outputs == vocab_size, got {self.num_outputs} != "
+                       f"{self.vocab_size}; set model.tie_embeddings=False.")
+    dtype = jnp.dtype(self.dtype)
+    t = x.shape[1]
+    _check_length(t, self.max_len)
+    cache_index = None
+    positions = jnp.arange(t)[None, :]  # (1, T)
+    if decode:
+      initialized = self.has_variable("cache", "index")
+      index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      if initialized:
+        cache_index = index.value
+        positions = positions + cache_index
+        index.value = cache_index + t
+    wte = embed(self.vocab_size, self.embed_dim, ("vocab", "embed"), dtype, "token_embed")
+    wpe = embed(self.max_len, self.embed_dim, (None, "embed"), dtype, "pos_embed", nn.initializers.normal(0.01))
+    h = wte(x) + wpe(positions)  # (B, T, D)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    # GPT-2 scales residual output projections by 1/sqrt(2 * num_layers).
+    out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)
+    for i in range(self.num_layers):
+      h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=False, layer_norm_eps=1e-5,
+                           approximate_gelu=True, attention_impl=self.attention_impl,
+                           implementation=self.implementation, dtype=self.dtype, out_kernel_init=out_init,
+                           name=f"block_{i}")(h, causal=True, train=train, decode=decode, cache_index=cache_index)
+    h = layer_norm(1e-5, dtype, name="final_norm")(h)
+    if self.tie_embeddings:
+      logits = wte.attend(h)  # (B, T, V)
+    else:
+      logits = dense(self.num_outputs, ("embed", "vocab"), dtype, name="head")(h)
+    return logits.astype(jnp.float32)
+
+
+@MODELS.register("bert")
+class BERT(nn.Module):
+  """BERT encoder: token + position + segment embeddings -> LN -> blocks with a padding mask (`x != 0`) -> head.
+
+  `head`: "classifier" (tanh pooler on [CLS] -> Dense(num_outputs)), "pooler" (the pooled [CLS] vector (B, D),
+  i.e. BertModel's pooler output), "mlm" (dense -> GELU -> LN -> logits tied to the token table, plus a bias;
+  needs num_outputs == vocab_size) or "none" (hidden states (B, T, D)). `post_ln=False` gives pre-LN blocks with
+  a final LN.
+  """
+
+  num_outputs: int
+  vocab_size: int
+  num_layers: int = 2
+  num_heads: int = 4
+  embed_dim: int = 128
+  mlp_dim: int = 512
+  max_len: int = 512
+  num_segments: int = 2
+  dropout: float = 0.1
+  post_ln: bool = True
+  head: str = "classifier"
+  attention_impl: str = "dot_product"
+  implementation: str | None = None
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False, segments: jax.Array | None = None) -> jax.Array:
+    if self.head not in BERT_HEADS:
+      raise ValueError(f"Unknown BERT head '{self.head}' (config key model.head); choose one of {list(BERT_HEADS)}.")
+    if self.head == "mlm" and self.num_outputs != self.vocab_size:
+      raise ValueError(f"head='mlm' ties the output to the token table: needs num_outputs == vocab_size, got "
+                       f"{self.num_outputs} != {self.vocab_size}.")
+    dtype = jnp.dtype(self.dtype)
+    t = x.shape[1]
+    _check_length(t, self.max_len)
+    segments = jnp.zeros_like(x) if segments is None else segments
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    wte = embed(self.vocab_size, self.embed_dim, ("vocab", "embed"), dtype, "token_embed")
+    h = (wte(x) + embed(self.max_len, self.embed_dim, (None, "embed"), dtype, "pos_embed")(jnp.arange(t)[None, :])
+         + embed(self.num_segments, self.embed_dim, (None, "embed"), dtype, "segment_embed")(segments))  # (B, T, D)
+    h = drop(layer_norm(1e-12, dtype, name="embed_norm")(h))
+    mask = (x != 0)[:, None, None, :]  # (B, 1, 1, T): every query attends to real keys only.
+    for i in range(self.num_layers):
+      h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=self.post_ln, layer_norm_eps=1e-12,
+                           approximate_gelu=False, attention_impl=self.attention_impl,
+                           implementation=self.implementation, dtype=self.dtype,
+                           name=f"block_{i}")(h, mask=mask, train=train)
+    if not self.post_ln:
+      h = layer_norm(1e-12, dtype, name="final_norm")(h)
+    if self.head == "none":
+      return h.astype(jnp.float32)
+    if self.head == "mlm":
+      z = nn.gelu(dense(self.embed_dim, ("embed", "mlp"), dtype, name="mlm_dense")(h), approximate=False)
+      z = layer_norm(1e-12, dtype, name="mlm_norm")(z)
+      bias = self.param("mlm_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                        (self.vocab_size,), jnp.float32)
+      return (wte.attend(z) + bias.astype(dtype)[None, None]).astype(jnp.float32)  # (B, T, V)
+    pooled = jnp.tanh(dense(self.embed_dim, ("embed", "mlp"), dtype, name="pooler")(h[:, 0]))  # (B, D)
+    if self.head == "pooler":
+      return pooled.astype(jnp.float32)
+    return dense(self.num_outputs, ("embed", None), dtype, name="classifier")(drop(pooled)).astype(jnp.float32)
