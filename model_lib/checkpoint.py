@@ -43,12 +43,16 @@ class Checkpointer:
                read_only: bool = False):
     self.directory = os.path.join(workdir, kind)
     self._mngr = _manager(self.directory, keep, async_save, read_only)
+    self._unreadable: set[int] = set()  # Committed steps that failed to restore: rewritten when reached again.
 
   def save(self, step: int, state: Any, data_state: dict[str, Any] | None = None,
            meta: dict[str, Any] | None = None) -> None:
-    """Starts an (async) save of step `step`; a save of an already committed step is skipped."""
+    """Starts an (async) save of step `step`; an already committed, readable step is kept as it is."""
     if step in self._mngr.all_steps():
-      return
+      if step not in self._unreadable:
+        return
+      self._mngr.delete(step)
+      self._unreadable.discard(step)
     self._mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
@@ -78,6 +82,7 @@ class Checkpointer:
         msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         log.warning("Checkpoint step %d in %s could not be restored (%s); trying an older one.", s, self.directory, msg)
         errors.append((s, msg))
+        self._unreadable.add(s)
     raise CheckpointError(f"No checkpoint in {self.directory} could be restored (tried steps "
                        f"{[s for s, _ in errors]}; last error: {errors[-1][1]}). Delete the directory to start over.")
 

@@ -44,9 +44,8 @@ def _final_params(workdir):
 
 
 def json_config(workdir):
-  import ml_collections
-  with open(os.path.join(workdir, "config.json")) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  from model_lib.config import load_run_config
+  return load_run_config(workdir)
 
 
 @pytest.mark.slow
