@@ -2,20 +2,22 @@
 
 The device is never stalled by the host: the next batch is transferred while the current step runs,
 and metrics are fetched only at logging steps (one `device_get` of the window's metrics).
+`train.profile_steps="a,b"` records a jax.profiler trace of steps a..b (TensorBoard's profile plugin, Perfetto).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from model_lib.config import ConfigError
+from model_lib.config import ConfigError, parse_profile_steps
 from model_lib.train.preemption import PreemptionGuard
 
 log = logging.getLogger(__name__)
@@ -44,23 +46,60 @@ def _leaf_names(tree: Any) -> list[str]:
   return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def _scalar(x: Any) -> Any:
+  """A host scalar from a replicated value: a () array, or the first of pmap's per-device copies (n,)."""
+  return np.asarray(x).reshape(-1)[0]
+
+
+class StepProfiler:
+  """Traces train steps `first..last` (1-based, as logged) into `log_dir`; each step is a StepTraceAnnotation."""
+
+  def __init__(self, steps: tuple[int, int] | None, log_dir: str | None):
+    self.first, self.last = steps if steps and log_dir else (0, -1)
+    self.log_dir = log_dir
+    self.active = False
+
+  def annotate(self, step: int) -> Any:
+    """Context for dispatching step `step`: starts the trace at `first`; a named step while tracing."""
+    if step == self.first and not self.active:
+      os.makedirs(self.log_dir, exist_ok=True)
+      jax.profiler.start_trace(self.log_dir, create_perfetto_trace=True)
+      self.active = True
+      log.info("Profiling train steps %d..%d into %s", self.first, self.last, self.log_dir)
+    return jax.profiler.StepTraceAnnotation("train", step_num=step) if self.active else contextlib.nullcontext()
+
+  def done(self, step: int, outputs: Any) -> None:
+    """After step `step` is dispatched: at `last`, waits for it to finish and writes the trace."""
+    if self.active and step >= self.last:
+      jax.block_until_ready(outputs)
+      self.stop()
+
+  def stop(self) -> None:
+    if self.active:
+      self.active = False
+      jax.profiler.stop_trace()
+
+
 def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_iter: Any, total_steps: int,
              batch_size: int, schedule: Callable, run_eval: Callable[[Any, int], dict[str, float]],
              save: Callable[[str, int, Any, dict, dict], None], writer: Any, bar: Any, tcfg: Any,
              eval_every: int, checkpoint_every: int, meta: dict[str, Any],
-             rollback: Callable[[], tuple[Any, dict]] | None = None) -> LoopResult:
+             rollback: Callable[[], tuple[Any, dict]] | None = None, put_batch: Callable[[Any], Any] = jax.device_put,
+             profile_dir: str | None = None) -> LoopResult:
   """Runs steps from `state.step` to `total_steps`; `save(kind, step, state, data_state, meta)` with kind latest/best.
+
+  `put_batch` places a host batch on the devices (the runtime's sharding); `batch_size` is the global batch.
 
   Non-finite steps (flagged by the train step, which already dropped their update) are handled at the
   next logging step by `tcfg.nan_policy`: 'raise' stops naming the step and the first non-finite gradient
   leaf, 'skip' counts them, 'rollback' calls `rollback()` -> (restored state, restored meta) and lowers the
   learning rate by `tcfg.rollback_lr_factor`.
   """
-  step = int(jax.device_get(state.step))
+  step = int(_scalar(jax.device_get(state.step)))
   es = tcfg.early_stopping
   if step >= total_steps or meta.get("stopped_early"):
     return LoopResult(state, step, meta, 0.0)
-  batch = jax.device_put(next(train_iter))
+  batch = put_batch(next(train_iter))
   t0 = time.perf_counter()
   compiled = train_step.lower(state, batch, dropout_key).compile()  # Compiled once; a shape change would raise.
   compile_s = time.perf_counter() - t0
@@ -68,17 +107,22 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
   leaf_names = _leaf_names(state.params)
   window: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
-  with PreemptionGuard() as guard:
+  profiler = StepProfiler(parse_profile_steps(tcfg.get("profile_steps", "")), profile_dir)
+  with PreemptionGuard() as guard, contextlib.ExitStack() as cleanup:
+    cleanup.callback(profiler.stop)
     while step < total_steps:
-      state, step_metrics = compiled(state, batch, dropout_key)
+      with profiler.annotate(step + 1):
+        state, step_metrics = compiled(state, batch, dropout_key)
       step += 1
+      profiler.done(step, step_metrics)
       window.append(step_metrics)
       last = step == total_steps
       data_state = train_iter.get_state()  # Position after the batches consumed so far.
       if not last:
-        batch = jax.device_put(next(train_iter))  # Transfer the next batch while this step runs.
+        batch = put_batch(next(train_iter))  # Transfer the next batch while this step runs.
       if step % tcfg.log_every == 0 or last:
-        host = jax.device_get(window)  # The only device->host sync between evaluations.
+        host = [{k: _scalar(v) for k, v in m.items()}  # The only device->host sync between evaluations.
+                for m in jax.device_get(window)]
         elapsed = time.perf_counter() - window_start
         bad = [(step - len(host) + 1 + i, m) for i, m in enumerate(host) if m.get("nonfinite", 0) > 0]
         row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("nonfinite", "nonfinite_leaf")}
@@ -93,8 +137,8 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
         if bad:
           restored = _handle_nonfinite(bad, leaf_names, tcfg, meta, state, rollback)
           if restored is not None:  # Rolled back: continue from the restored step with fresh batches.
-            state, step = restored, int(jax.device_get(restored.step))
-            batch = jax.device_put(next(train_iter))
+            state, step = restored, int(_scalar(jax.device_get(restored.step)))
+            batch = put_batch(next(train_iter))
             window, window_start = [], time.perf_counter()
             continue
         bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}")
@@ -139,13 +183,15 @@ def _handle_nonfinite(bad: list[tuple[int, dict]], leaf_names: list[str], tcfg: 
     if rollbacks > tcfg.max_rollbacks:
       raise NonFiniteError(f"{what}; gave up after train.max_rollbacks={tcfg.max_rollbacks} rollbacks. Lower "
                            f"--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm.")
-    scale = float(jax.device_get(state.lr_scale)) * tcfg.rollback_lr_factor
+    scale = float(_scalar(jax.device_get(state.lr_scale))) * tcfg.rollback_lr_factor
     restored, restored_meta = rollback()
     meta.clear()
     meta.update(restored_meta, rollbacks=rollbacks, nonfinite_steps=bad_total)
-    restored = restored.replace(lr_scale=jnp.asarray(scale, jnp.float32))
+    old = restored.lr_scale  # Same shape and sharding (on every process), so the compiled step takes it as before.
+    value = np.full(old.shape, scale, np.float32)
+    restored = restored.replace(lr_scale=jax.make_array_from_callback(old.shape, old.sharding, lambda i: value[i]))
     log.warning("%s: rolled back to step %d with learning-rate scale %.3g (rollback %d of at most %d).", what,
-                int(jax.device_get(restored.step)), scale, rollbacks, tcfg.max_rollbacks)
+                int(_scalar(jax.device_get(restored.step))), scale, rollbacks, tcfg.max_rollbacks)
     return restored
   raise NonFiniteError(f"{what}. Lower --config.optimizer.learning_rate, set --config.optimizer.grad_clip_norm, or "
                        f"use --config.train.nan_policy=skip|rollback.")

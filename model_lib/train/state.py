@@ -31,14 +31,22 @@ def rng_streams(seed: int) -> dict[str, jax.Array]:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: jax.Array,
-                       params_key: jax.Array) -> TrainState:
-  """Initialises the model on a sample batch and wraps everything into a TrainState."""
-  variables = jax.jit(lambda k, x: nn.meta.unbox(model.init({"params": k, "dropout": k}, x, train=False)))(
-      params_key, sample_x)  # Logical axis names live in the abstract tree (parallel/), not in the state.
-  params = variables["params"]
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get("batch_stats", {}))
-  # A concrete int32 step (not a weakly typed Python 0) so the first and later steps share one executable.
-  return state.replace(step=jnp.zeros((), jnp.int32), lr_scale=jnp.ones((), jnp.float32))
+                       params_key: jax.Array, shardings: TrainState | None = None) -> TrainState:
+  """Initialises the model on a sample batch and wraps everything into a TrainState, in one jitted program.
+
+  With `shardings` (see `model_lib.parallel.state_shardings`) every leaf is created directly in its shards.
+  """
+
+  def init(key: jax.Array, x: jax.Array) -> TrainState:
+    # Logical axis names live in the abstract tree (parallel/), not in the state.
+    variables = nn.meta.unbox(model.init({"params": key, "dropout": key}, x, train=False))
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                              batch_stats=variables.get("batch_stats", {}))
+    # A concrete int32 step (not a weakly typed Python 0) so the first and later steps share one executable.
+    return state.replace(step=jnp.zeros((), jnp.int32), lr_scale=jnp.ones((), jnp.float32))
+
+  init_jit = jax.jit(init) if shardings is None else jax.jit(init, out_shardings=shardings)
+  return init_jit(params_key, sample_x)
 
 
 def count_params(params: Any) -> int:

@@ -24,18 +24,22 @@ def _first_nonfinite_leaf(tree: Any) -> jax.Array:
   return jnp.where(bad.any(), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
-def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0,
-                    guard_nonfinite: bool = True) -> Callable[[TrainState, Batch, jax.Array], tuple]:
+def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite: bool = True,
+                    axis_name: str | None = None) -> Callable[[TrainState, Batch, jax.Array], tuple]:
   """Returns `train_step(state, batch, rng) -> (state, metrics)`; rng is the run's dropout key.
 
   With `guard_nonfinite`, a step whose loss or gradients hold a NaN/Inf leaves params, optimizer
   state and BatchNorm statistics unchanged (the step counter still advances) and reports it in
   `metrics['nonfinite']` and `metrics['nonfinite_leaf']`, so a NaN never enters the state; the loop
   applies the configured policy when it reads the metrics.
+  `axis_name` (pmap): gradients, losses and metrics are averaged over the replicas of that axis, each of
+  which sees an equal slice of the batch, and dropout masks differ per replica.
   """
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     step_rng = jax.random.fold_in(rng, state.step)
+    if axis_name is not None:
+      step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
       outputs, updates = state.apply_fn(_variables(state, params), batch["x"], train=True,
@@ -44,6 +48,9 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0,
       return data_loss + optim.penalty(params, l1, l2), (data_loss, outputs, updates)
 
     (total, (data_loss, outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    task_metrics = task.train_metrics(outputs, batch)
+    if axis_name is not None:
+      grads, total, data_loss, task_metrics = jax.lax.pmean((grads, total, data_loss, task_metrics), axis_name)
     param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     param_updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), param_updates)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
@@ -52,7 +59,7 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0,
         "loss": data_loss,
         "total_loss": total,
         "grad_norm": optax.tree.norm(grads),
-        **task.train_metrics(outputs, batch),
+        **task_metrics,
     }
     if guard_nonfinite:
       bad_leaf = _first_nonfinite_leaf(grads)
@@ -69,12 +76,18 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0,
   return train_step
 
 
-def make_eval_step(task: Any) -> Callable[[TrainState, Batch], dict[str, Any]]:
-  """Returns `eval_step(state, batch) -> {'stats': summable sums, 'scores': per-example scores}`."""
+def make_eval_step(task: Any, axis_name: str | None = None) -> Callable[[TrainState, Batch], dict[str, Any]]:
+  """Returns `eval_step(state, batch) -> {'stats': summable sums, 'scores': per-example scores}`.
+
+  `axis_name` (pmap): the statistics are summed over the replicas of that axis.
+  """
 
   def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
     outputs = state.apply_fn(_variables(state, state.params), batch["x"], train=False)
-    return {"stats": task.eval_stats(outputs, batch), "scores": task.scores(outputs)}
+    stats = task.eval_stats(outputs, batch)
+    if axis_name is not None:
+      stats = jax.lax.psum(stats, axis_name)
+    return {"stats": stats, "scores": task.scores(outputs)}
 
   return eval_step
 
