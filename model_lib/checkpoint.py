@@ -26,8 +26,10 @@ def _manager(directory: str, keep: int, async_save: bool = True, read_only: bool
   if read_only:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
   else:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, cleanup_tmp_directories=True, enable_async_checkpointing=async_save,
+        # Orbax names cross-process barriers by step: distinct prefixes let 'best' and 'checkpoints' save together.
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(directory)))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -156,8 +156,12 @@ def check_config_compatible(workdir: str, config: ml_collections.ConfigDict, all
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except ValueError:  # A config.json cut short by a kill: nothing to compare against.
+    log.warning("Ignoring unreadable %s (it will be rewritten).", path)
+    return []
   new = _config_dict(config)
   changed = config_changes(saved, new)
   if not changed:

@@ -452,9 +452,6 @@ def test_leftover_tmp_checkpoint_dir_is_ignored(trained, tmp_path):
   assert not os.path.exists(tmp)  # cleanup_tmp_directories removed it.
 
 
-@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError, reason=(
-    "trainer writes config.json in place (open 'w' + write), so a kill in between leaves it empty, and "
-    "workdir.check_config_compatible then fails on every rerun with a bare JSONDecodeError."))
 def test_config_json_cut_short_by_a_kill_does_not_block_the_rerun(trained, tmp_path):
   wd = _copy(trained, tmp_path)
   open(os.path.join(wd, "config.json"), "w").close()  # State after a kill between open(..., 'w') and write().
@@ -481,9 +478,6 @@ def test_nan_policy_raise_names_the_step_and_leaf(tmp_path, checkpointers):
   assert max(step for _, step in finite) > first and all(finite.values()), finite
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "When the loop raises (NonFiniteError, ConfigError, ...), _train_and_evaluate neither waits for nor closes its "
-    "Checkpointers, so async saves and old-step deletions continue after the workdir lock is released."))
 def test_a_failing_run_finishes_its_checkpoint_writes_before_releasing_the_workdir(tmp_path, checkpointers):
   config = _config(**{"train.nan_policy": "raise", "train.checkpoint_every": 2})
   with pytest.raises(NonFiniteError):
@@ -538,9 +532,6 @@ def test_nan_policy_rollback_recovers_from_divergence_with_a_lower_learning_rate
   assert last["step"] == 80 and np.isfinite(last["loss"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "step.py's NaN guard only checks the loss and the gradients: a finite gradient times a huge learning rate "
-    "overflows to inf in the parameter update, which is applied, so inf parameters reach the checkpoints."))
 def test_nan_policy_skip_keeps_overflowing_updates_out_of_checkpoints(tmp_path):
   config = _config(diabetes_regression, **{"train.nan_policy": "skip", "train.num_steps": 20,
                                            "train.checkpoint_every": 10, "train.early_stopping.metric": "",
@@ -614,9 +605,6 @@ def test_cli_refuses_a_changed_model_config_and_reports_unrestorable_checkpoints
     assert inspect_checkpoint(wd)["params_digest"] == trained["digests"][60]  # Nothing was overwritten.
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "trainer writes config.json before restoring: an allowed config change whose restore then fails leaves the "
-    "new config recorded, so the original command is refused as a config change afterwards."))
 def test_failed_restore_after_allowed_config_change_keeps_the_workdir_resumable(trained, tmp_path):
   wd = _copy(trained, tmp_path)
   changed = _config(**{"model.hidden_sizes": (7,), "train.allow_config_change": True})

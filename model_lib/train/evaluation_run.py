@@ -15,12 +15,16 @@ from model_lib.config import load_run_config
 from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
 from model_lib.train.step import make_eval_step
-from model_lib.train.trainer import build_experiment
+from model_lib.train.trainer import build_experiment, param_transform
 
 
 def restore_for_eval(workdir: str, which: str = "best") -> tuple[Any, Any, int, str]:
   """(experiment, restored state, step, 'best'|'latest'): the best checkpoint if one exists, else the latest."""
-  exp = build_experiment(load_run_config(workdir))
+  config = load_run_config(workdir)
+  # Checkpoints restore onto any mesh: evaluate on whatever devices this machine has.
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.parallel.mode = -1, 1, 1, "jit"
+  config.distill.teacher_workdir = ""  # Evaluation is the student's own.
+  exp = build_experiment(config)
   kinds = ("best", "checkpoints") if which == "best" else ("checkpoints",)
   for kind in kinds:
     if os.path.isdir(os.path.join(workdir, kind)):
@@ -35,7 +39,8 @@ def evaluate_run(workdir: str, split: str = "test", which: str = "best") -> dict
   """Writes eval_<split>.json, predictions_<split>.npz and (classifiers) confusion/ROC PNGs; returns the metrics."""
   exp, state, step, kind = restore_for_eval(workdir, which)
   arrays = exp.dataset.split(split)
-  metrics, y_true, y_score = evaluate_split(jax.jit(make_eval_step(exp.task)), state, arrays,
+  metrics, y_true, y_score = evaluate_split(jax.jit(make_eval_step(exp.task, param_transform=param_transform(
+      exp.config))), state, arrays,
                                             exp.config.data.eval_batch_size, exp.task, collect_scores=True)
   if isinstance(exp.task, tasks.Regression):
     y_true, y_score = exp.task.original_units(y_true), exp.task.original_units(y_score)

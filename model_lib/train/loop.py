@@ -38,6 +38,9 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
   return value > best if mode == "max" else value < best
 
 
+NONFINITE_KEYS = ("nonfinite", "nonfinite_leaf", "nonfinite_update_leaf")  # Per-step flags, not averaged.
+
+
 class NonFiniteError(FloatingPointError):
   """A NaN/Inf loss or gradient under train.nan_policy='raise' (or after too many rollbacks)."""
 
@@ -125,7 +128,7 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
                 for m in jax.device_get(window)]
         elapsed = time.perf_counter() - window_start
         bad = [(step - len(host) + 1 + i, m) for i, m in enumerate(host) if m.get("nonfinite", 0) > 0]
-        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("nonfinite", "nonfinite_leaf")}
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in NONFINITE_KEYS}
         row["learning_rate"] = float(schedule(step - 1))
         row["examples_per_sec"] = len(host) * batch_size / max(elapsed, 1e-9)
         if first_log:
@@ -172,8 +175,13 @@ def _handle_nonfinite(bad: list[tuple[int, dict]], leaf_names: list[str], tcfg: 
                       rollback: Callable | None) -> Any:
   """Applies train.nan_policy to the last window's non-finite steps; returns the restored state after a rollback."""
   first_step, m = bad[0]
-  leaf = int(m["nonfinite_leaf"])
-  where = f"first non-finite gradient leaf {leaf_names[leaf]}" if leaf >= 0 else "the loss is non-finite"
+  leaf, update_leaf = int(m["nonfinite_leaf"]), int(m.get("nonfinite_update_leaf", -1))
+  if leaf >= 0:
+    where = f"first non-finite gradient leaf {leaf_names[leaf]}"
+  elif update_leaf >= 0:
+    where = f"the update overflowed parameter leaf {leaf_names[update_leaf]}"
+  else:
+    where = "the loss is non-finite"
   what = f"Non-finite loss/gradient at step {first_step} ({where}; {len(bad)} bad step(s) since the last log)"
   if tcfg.nan_policy == "skip":
     log.warning("%s: updates dropped (train.nan_policy=skip, %d so far).", what, meta["nonfinite_steps"])

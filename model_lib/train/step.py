@@ -25,7 +25,8 @@ def _first_nonfinite_leaf(tree: Any) -> jax.Array:
 
 
 def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite: bool = True,
-                    axis_name: str | None = None) -> Callable[[TrainState, Batch, jax.Array], tuple]:
+                    axis_name: str | None = None,
+                    param_transform: Callable[[Any], Any] | None = None) -> Callable[[TrainState, Batch, jax.Array], tuple]:
   """Returns `train_step(state, batch, rng) -> (state, metrics)`; rng is the run's dropout key.
 
   With `guard_nonfinite`, a step whose loss or gradients hold a NaN/Inf leaves params, optimizer
@@ -34,7 +35,10 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
   applies the configured policy when it reads the metrics.
   `axis_name` (pmap): gradients, losses and metrics are averaged over the replicas of that axis, each of
   which sees an equal slice of the batch, and dropout masks differ per replica.
+  `param_transform` maps the stored parameters to those the forward pass uses (e.g. int8 fake
+  quantization for quantization-aware training); gradients flow through it.
   """
+  use = param_transform or (lambda p: p)
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     step_rng = jax.random.fold_in(rng, state.step)
@@ -42,7 +46,7 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
       step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
-      outputs, updates = state.apply_fn(_variables(state, params), batch["x"], train=True,
+      outputs, updates = state.apply_fn(_variables(state, use(params)), batch["x"], train=True,
                                         rngs={"dropout": step_rng}, mutable=["batch_stats"])
       data_loss = task.loss(outputs, batch)
       return data_loss + optim.penalty(params, l1, l2), (data_loss, outputs, updates)
@@ -63,27 +67,32 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
     }
     if guard_nonfinite:
       bad_leaf = _first_nonfinite_leaf(grads)
-      ok = jnp.isfinite(total) & (bad_leaf < 0)
+      bad_update_leaf = _first_nonfinite_leaf(new_state.params)  # A finite gradient times a huge lr can overflow.
+      ok = jnp.isfinite(total) & (bad_leaf < 0) & (bad_update_leaf < 0)
       kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
                           (new_state.params, new_state.opt_state, new_state.batch_stats),
                           (state.params, state.opt_state, state.batch_stats))
       new_state = new_state.replace(params=kept[0], opt_state=kept[1], batch_stats=kept[2])
       step_metrics["nonfinite"] = (~ok).astype(jnp.float32)
       step_metrics["nonfinite_leaf"] = bad_leaf
+      step_metrics["nonfinite_update_leaf"] = bad_update_leaf
     step_metrics["param_norm"] = optax.tree.norm(new_state.params)
     return new_state, step_metrics
 
   return train_step
 
 
-def make_eval_step(task: Any, axis_name: str | None = None) -> Callable[[TrainState, Batch], dict[str, Any]]:
+def make_eval_step(task: Any, axis_name: str | None = None,
+                   param_transform: Callable[[Any], Any] | None = None) -> Callable[[TrainState, Batch], dict[str, Any]]:
   """Returns `eval_step(state, batch) -> {'stats': summable sums, 'scores': per-example scores}`.
 
-  `axis_name` (pmap): the statistics are summed over the replicas of that axis.
+  `axis_name` (pmap): the statistics are summed over the replicas of that axis. `param_transform`: as in
+  `make_train_step` (a QAT model is evaluated with its quantized weights).
   """
+  use = param_transform or (lambda p: p)
 
   def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
-    outputs = state.apply_fn(_variables(state, state.params), batch["x"], train=False)
+    outputs = state.apply_fn(_variables(state, use(state.params)), batch["x"], train=False)
     stats = task.eval_stats(outputs, batch)
     if axis_name is not None:
       stats = jax.lax.psum(stats, axis_name)

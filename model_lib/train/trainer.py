@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -30,7 +31,10 @@ from model_lib.checkpoint import Checkpointer, abstract_like
 from model_lib.data import Dataset, load_dataset
 from model_lib.data.pipeline import eval_arrays, make_train_iterator, sample_inputs, steps_per_epoch
 from model_lib.models import build_model
+from model_lib.compress.distill import Distillation, load_teacher
+from model_lib.compress.quantize import fake_quant_params
 from model_lib.sampling import sample_text
+from model_lib.transfer import load_params, partial_restore
 from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
 from model_lib.train.loop import run_loop
@@ -67,6 +71,22 @@ def process_data_config(config: ml_collections.ConfigDict) -> ml_collections.Con
   return data
 
 
+def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.data`, reusing `<init_from>/tokenizer.json` when fine-tuning a text model (so token ids match)."""
+  data = config.data
+  reuse = os.path.join(config.init_from, TOKENIZER_FILE) if config.init_from else ""
+  if reuse and not data.tokenizer_path and os.path.exists(reuse):
+    data = ml_collections.ConfigDict(data.to_dict())
+    data.tokenizer_path = reuse
+    log.info("Using the tokenizer of %s", config.init_from)
+  return data
+
+
+def param_transform(config: ml_collections.ConfigDict) -> Any:
+  """What the forward pass applies to the stored parameters: int8 fake quantization under `quant.qat`."""
+  return fake_quant_params if config.quant.qat else None
+
+
 def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Experiment:
   """Validates the config and the mesh, loads the data and initialises model and optimizer state in their shards."""
   config_lib.validate(config)
@@ -74,9 +94,12 @@ def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None 
   mesh = parallel.make_mesh(config)  # Checked against the devices before any data is loaded or code compiled.
   rules = parallel.resolve_rules(parallel.mesh.section(config, "mesh").rules, dict(mesh.shape))
   pmap = parallel.mesh.section(config, "parallel").mode == "pmap"
-  dataset = dataset or load_dataset(config.data)
+  dataset = dataset or load_dataset(data_config(config))
   info = dataset.info
   task = tasks.build_task(info, label_smoothing=config.train.label_smoothing)
+  if config.distill.teacher_workdir:  # Frozen teacher inside the same jitted step.
+    task = Distillation(task, *load_teacher(config.distill.teacher_workdir), config.distill.alpha,
+                        config.distill.temperature)
   model = build_model(config.model, num_outputs=info.num_outputs, vocab_size=info.vocab_size or None,
                       batch_norm_axis_name=parallel.PmapRuntime.axis_name if pmap else None)
   epoch_steps = steps_per_epoch(dataset, process_data_config(config), shard_count=jax.process_count())
@@ -85,12 +108,35 @@ def build_experiment(config: ml_collections.ConfigDict, dataset: Dataset | None 
         f"data.batch_size={config.data.batch_size} exceeds the training split ({dataset.num_examples('train')} "
         f"examples or tokens); lower --config.data.batch_size.")
   total_steps = config.train.num_steps or config.train.num_epochs * epoch_steps
-  tx, schedule = optim.build_optimizer(config.optimizer, total_steps)
   keys = rng_streams(config.seed)
   sample_x = sample_inputs(dataset, config.data)
+  param_shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(keys["params"], sample_x, train=False))["params"])
+  tx, schedule = optim.build_optimizer(config.optimizer, total_steps, params=param_shapes)
   state, shardings = parallel.init_sharded_state(model, tx, sample_x, keys["params"], mesh, rules)
   return Experiment(config, dataset, task, model, state, schedule, total_steps, epoch_steps, keys["dropout"], mesh,
                     rules, shardings)
+
+
+def _write_atomic(path: str, text: str) -> None:
+  """Writes via a temporary file and a rename, so a kill never leaves a half-written file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _init_from(config: ml_collections.ConfigDict, exp: Experiment, state: TrainState, report_dir: str | None) -> TrainState:
+  """Fresh state whose parameters come from `config.init_from` wherever path and shape match (fine-tuning)."""
+  source = load_params(config.init_from, None if config.init_from_step < 0 else config.init_from_step)
+  params, report = partial_restore(jax.device_get(state.params), source)
+  params = jax.device_put(params, exp.shardings.params)
+  opt_state = jax.jit(state.tx.init, out_shardings=exp.shardings.opt_state)(params)
+  log.info("init_from %s: %d tensors loaded; fresh: %s; resized (fresh): %s", config.init_from, len(report["loaded"]),
+           report["new"] or "none", report["resized"] or "none")
+  if report_dir is not None:
+    _write_atomic(os.path.join(report_dir, "init_from.json"), json.dumps({"source": config.init_from, **report},
+                                                                          indent=2))
+  return state.replace(params=params, opt_state=opt_state)
 
 
 def _profile_dir(workdir: str) -> str:
@@ -124,12 +170,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
   exp = build_experiment(config, dataset)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    workdir_lib.write_run_info(workdir, config, sys.argv)
-    if exp.dataset.tokenizer is not None:  # JSON, next to the checkpoints, so samples decode without the corpus.
-      exp.dataset.tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
 
   eval_every = tcfg.eval_every or exp.steps_per_epoch
   checkpoint_every = tcfg.checkpoint_every or eval_every
@@ -147,6 +187,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
     step0, state, data_state, meta = restored
     train_iter.set_state(data_state)
     log.info("Resumed from step %d in %s", step0, workdir)
+  elif config.init_from:
+    state = _init_from(config, exp, state, workdir if is_main else None)
+  if is_main:  # Only once the run is known to be compatible (a refused resume must not overwrite them).
+    _write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
+    workdir_lib.write_run_info(workdir, config, sys.argv)
+    if exp.dataset.tokenizer is not None:  # JSON, next to the checkpoints, so samples decode without the corpus.
+      exp.dataset.tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
   start_step = int(jax.device_get(state.step))
   writer = MetricWriter(workdir, resume_step=start_step if restored else None, enabled=is_main)
   n_params = count_params(state.params)
@@ -156,8 +203,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
 
   runtime = parallel.make_runtime(config, exp.mesh, exp.shardings, exp.rules)
   train_step = runtime.jit_train_step(make_train_step(exp.task, config.optimizer.l1, config.optimizer.l2,
-                                                      axis_name=runtime.axis_name))
-  eval_step = runtime.jit_eval_step(make_eval_step(exp.task, axis_name=runtime.axis_name))
+                                                      axis_name=runtime.axis_name,
+                                                      param_transform=param_transform(config)))
+  eval_step = runtime.jit_eval_step(make_eval_step(exp.task, axis_name=runtime.axis_name,
+                                                   param_transform=param_transform(config)))
   eval_batch_size = runtime.eval_batch_size(config.data.eval_batch_size)
   eval_split = _eval_split_name(exp)
   periodic_eval_arrays = eval_arrays(exp.dataset, eval_split, config.data)
@@ -185,11 +234,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
     train_iter.set_state(data_state)
     return runtime.from_global(restored_state), restored_meta
 
-  result = run_loop(state=runtime.from_global(state), train_step=train_step, dropout_key=exp.dropout_key,
-                    train_iter=train_iter, total_steps=exp.total_steps, batch_size=config.data.batch_size,
-                    schedule=exp.schedule, run_eval=run_eval, save=save, writer=writer, bar=bar, tcfg=tcfg,
-                    eval_every=eval_every, checkpoint_every=checkpoint_every, meta=meta, rollback=rollback,
-                    put_batch=runtime.put_batch, profile_dir=_profile_dir(workdir))
+  try:
+    result = run_loop(state=runtime.from_global(state), train_step=train_step, dropout_key=exp.dropout_key,
+                      train_iter=train_iter, total_steps=exp.total_steps, batch_size=config.data.batch_size,
+                      schedule=exp.schedule, run_eval=run_eval, save=save, writer=writer, bar=bar, tcfg=tcfg,
+                      eval_every=eval_every, checkpoint_every=checkpoint_every, meta=meta, rollback=rollback,
+                      put_batch=runtime.put_batch, profile_dir=_profile_dir(workdir))
+  except BaseException:  # Let in-flight saves commit (and the lock outlive them) before the error propagates.
+    for c in (ckpt, best_ckpt):
+      if c is not None:
+        c.close()
+    writer.close()
+    raise
   bar.close()
   state, step, meta = result.state, result.step, result.meta
   if result.preempted:
