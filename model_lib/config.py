@@ -42,7 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
       "tokenizer": "word",  # char | word | subword
       "tokenizer_path": "",  # Reuse a saved tokenizer.json instead of building one (fine-tuning).
       "lowercase": True,  # Applies to every tokenizer (set False for char-level Shakespeare).
-      "uci_split": 0,  # UCI regression sets: which of the standard splits (0-4).
+      "uci_split": 0,
+      "text_slice": (0.0, 1.0),  # tiny_shakespeare: the fraction [a, b) of the corpus to use.  # UCI regression sets: which of the standard splits (0-4).
       "augment": ml_collections.ConfigDict({
           "random_crop": 0,  # Pixels of zero padding before a random crop back to size (0 = off).
           "flip": False,  # Random horizontal flips.

@@ -48,6 +48,25 @@ def json_config(workdir):
   return load_run_config(workdir)
 
 
+def _tensorboard_tags(workdir) -> dict:
+  """{tag: kind} of every summary in the run's TensorBoard event files (read with tensorboardX's protos)."""
+  import glob
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  tags = {}
+  for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents*")):
+    data, i = open(path, "rb").read(), 0
+    while i < len(data):
+      n = struct.unpack("<Q", data[i:i + 8])[0]
+      event = event_pb2.Event()
+      event.ParseFromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      tags.update({v.tag: v.WhichOneof("value") for v in event.summary.value})
+  return tags
+
+
 @pytest.mark.slow
 def test_digits_mlp_reaches_95_percent(tmp_path):
   summary = trainer.train_and_evaluate(digits_mlp.get_config(), str(tmp_path), show_progress=False)
@@ -56,7 +75,10 @@ def test_digits_mlp_reaches_95_percent(tmp_path):
   assert {"train", "eval", "test"} <= {r["split"] for r in rows}
   assert all({"step", "split"} <= set(r) for r in rows)
   assert os.path.exists(tmp_path / "config.json")
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  tags = _tensorboard_tags(tmp_path)
+  assert tags["train/inputs"] == "image"  # A few input images for image models.
+  for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/examples_per_sec", "eval/accuracy"):
+    assert tags[tag] == "simple_value", tag
 
 
 @pytest.mark.slow

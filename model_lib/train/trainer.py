@@ -196,6 +196,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
       exp.dataset.tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
   start_step = int(jax.device_get(state.step))
   writer = MetricWriter(workdir, resume_step=start_step if restored else None, enabled=is_main)
+  train_x = exp.dataset.split("train").get("x")
+  if restored is None and train_x is not None and train_x.ndim in (3, 4):  # Image models: what the model sees.
+    writer.write_images("train/inputs", train_x[:8])
   n_params = count_params(state.params)
   log.info("model %s: %d parameters; %d steps (%d per epoch); mesh %s, rules %s, %s mode", config.model.name,
            n_params, exp.total_steps, exp.steps_per_epoch, dict(exp.mesh.shape), exp.rules,

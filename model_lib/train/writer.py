@@ -62,6 +62,15 @@ class MetricWriter:
       if isinstance(v, (int, float, np.number)) and math.isfinite(float(v)):
         self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
+  def write_images(self, tag: str, images: np.ndarray, step: int = 0) -> None:
+    """A few input images (N, H, W[, C]) to TensorBoard, rescaled to [0, 1] for display."""
+    if not self.enabled:
+      return
+    x = np.asarray(images, np.float32)
+    x = x[..., None] if x.ndim == 3 else x
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
+    self._tb.add_images(tag, x, step, dataformats="NHWC")
+
   def close(self) -> None:
     if self.enabled:
       self._file.close()
