@@ -54,3 +54,12 @@ def test_evaluate_split_counts_each_example_once_without_recompiling():
   assert eval_step._cache_size() == 1  # The padded last batch reuses the same executable.
   assert y_score.shape == (103, 3) and len(y_true) == 103
   assert metrics["accuracy"] == np.mean(arrays["x"].argmax(-1) == arrays["y"])
+
+
+def test_two_processes_get_disjoint_shards_that_cover_the_data():
+  arrays = _arrays(100)
+  shards = [TrainIterator(arrays, batch_size=10, seed=3, shard_index=i, shard_count=2) for i in range(2)]
+  seen = [np.concatenate([next(it)["x"][:, 0] for _ in range(it.steps_per_epoch)]) for it in shards]
+  assert all(it.steps_per_epoch == 5 for it in shards)
+  assert not set(seen[0]) & set(seen[1])
+  np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(100))

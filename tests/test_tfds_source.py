@@ -82,3 +82,16 @@ def test_resolve_source_auto(tmp_path, monkeypatch):
     assert tfds_source.resolve_source(data_cfg("sst2", default_data_dir())) is local.LOCAL["sst2"][0]
   monkeypatch.setattr(tfds_source, "is_prepared", lambda name, data_dir: True)
   assert tfds_source.resolve_source(data_cfg("cifar10", tmp_path)) is tfds_source.load_tfds
+
+
+def test_mock_tfds_through_grain_into_one_train_step(tmp_path):
+  from experiments.configs import mnist_cnn
+  from model_lib.train.trainer import train_and_evaluate
+
+  c = mnist_cnn.get_config()
+  c.data.source, c.data.data_dir, c.data.batch_size, c.data.val_size = "tfds", str(tmp_path), 8, 8
+  c.model.features, c.model.dense_sizes = (4,), (8,)
+  c.train.num_epochs, c.train.num_steps, c.train.log_every, c.train.eval_every = 0, 2, 1, 2
+  with tfds.testing.mock_data(num_examples=32):
+    summary = train_and_evaluate(c, str(tmp_path / "run"), show_progress=False)
+  assert summary["step"] == 2 and np.isfinite(summary["test"]["loss"])
