@@ -528,8 +528,11 @@ def test_nan_policy_rollback_recovers_from_divergence_with_a_lower_learning_rate
   assert ("checkpoints", 80) in finite and all(finite.values())
   saved = restore_raw(os.path.join(str(tmp_path), "checkpoints"), 80, keys=("lr_scale",))
   np.testing.assert_allclose(saved["lr_scale"], 1e-3 ** len(rollbacks), rtol=1e-5)  # Lowered scale is saved.
-  last = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"][-1]
+  rows = read_metrics(str(tmp_path))
+  last = [r for r in rows if r["split"] == "train"][-1]
   assert last["step"] == 80 and np.isfinite(last["loss"])
+  keys = [(r["step"], r["split"]) for r in rows]
+  assert len(keys) == len(set(keys))  # Rows of rolled-back steps were dropped, not duplicated.
 
 
 def test_nan_policy_skip_keeps_overflowing_updates_out_of_checkpoints(tmp_path):

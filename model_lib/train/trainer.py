@@ -233,8 +233,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
     ckpt.save(0, state, train_iter.get_state(), meta)  # Something to roll back to before the first interval.
 
   def rollback() -> tuple[TrainState, dict]:
-    _, restored_state, data_state, restored_meta = ckpt.restore(target)
+    restored_step, restored_state, data_state, restored_meta = ckpt.restore(target)
     train_iter.set_state(data_state)
+    writer.rewind(restored_step)  # The rolled-back steps will be logged again.
     return runtime.from_global(restored_state), restored_meta
 
   try:

@@ -40,17 +40,29 @@ class MetricWriter:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    rows = read_metrics(workdir)
-    # Rows logged after the restored step will be logged again; the final test row is always rewritten.
-    keep = [r for r in rows if resume_step is not None and r["step"] <= resume_step and r["split"] != "test"]
+    self.workdir = workdir
+    self._truncate(resume_step)
+    self._file = open(self.path, "a")
+    from tensorboardX import SummaryWriter  # Lazy: TensorBoard is optional at import time.
+    self._tb = SummaryWriter(workdir, flush_secs=30)
+
+  def _truncate(self, last_step: int | None) -> None:
+    """Keeps rows up to `last_step` (none if None): those after it will be logged again; the test row always is."""
+    rows = read_metrics(self.workdir)
+    keep = [r for r in rows if last_step is not None and r["step"] <= last_step and r["split"] != "test"]
     if len(keep) != len(rows):  # Rewrite atomically so a crash here cannot lose the file.
       tmp = self.path + ".tmp"
       with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
       os.replace(tmp, self.path)
+
+  def rewind(self, step: int) -> None:
+    """After a rollback to `step`: drop the rows logged after it, as on resume."""
+    if not self.enabled:
+      return
+    self._file.close()
+    self._truncate(step)
     self._file = open(self.path, "a")
-    from tensorboardX import SummaryWriter  # Lazy: TensorBoard is optional at import time.
-    self._tb = SummaryWriter(workdir, flush_secs=30)
 
   def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
     if not self.enabled:
