@@ -156,9 +156,11 @@ def check_config_compatible(workdir: str, config: ml_collections.ConfigDict, all
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
+  from model_lib.config import load_run_config  # Local: config imports the data registry.
+
   try:
-    with open(path) as f:
-      saved = json.load(f)
+    # Keys added to the schema since that run was written count with their defaults, not as changes.
+    saved = _config_dict(load_run_config(workdir))
   except ValueError:  # A config.json cut short by a kill: nothing to compare against.
     log.warning("Ignoring unreadable %s (it will be rewritten).", path)
     return []
