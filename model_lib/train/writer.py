@@ -78,7 +78,7 @@ class MetricWriter:
     """A few input images (N, H, W[, C]) to TensorBoard, rescaled to [0, 1] for display."""
     if not self.enabled:
       return
-    x = np.asarray(images, np.float32)
+    x = np.nan_to_num(np.asarray(images, np.float32))  # A poisoned input must not break the logging.
     x = x[..., None] if x.ndim == 3 else x
     x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
     self._tb.add_images(tag, x, step, dataformats="NHWC")
