@@ -1,7 +1,7 @@
 """MLP on scikit-learn's bundled 8x8 digits (the default config; no files needed).
 
 python -m experiments.train --config=experiments/configs/digits_mlp.py
-Reaches ~97-98% test accuracy in ~10 s on 2 CPU cores.
+Reaches ~96% test accuracy (95.6% measured) in ~10 s on 2 CPU cores.
 """
 
 from model_lib.config import base_config
