@@ -43,6 +43,20 @@ def _manager(directory: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
 
 
+def find_checkpoint(source: str) -> tuple[str, list[int]] | None:
+  """(directory, its steps) of a run's best checkpoints, else its latest ones; `source` may also be such a directory.
+
+  None when there is no committed step.
+  """
+  candidates = [source] if os.path.basename(os.path.normpath(source)) in ("best", "checkpoints") else [
+      os.path.join(source, "best"), os.path.join(source, "checkpoints")]
+  for directory in candidates:
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    if steps:
+      return directory, steps
+  return None
+
+
 def restore_raw(directory: str, step: int, keys: tuple[str, ...] = ("params", "batch_stats")) -> dict[str, Any]:
   """Top-level `keys` of the 'state' item of `step` as NumPy pytrees, without knowing the model."""
   mngr = _manager(directory)

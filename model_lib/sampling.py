@@ -51,7 +51,7 @@ def sample_from_workdir(workdir: str, prompt: str, num_tokens: int, seed: int = 
   """Samples from the best (else latest) checkpoint of an LM run, using only files in `workdir`."""
   import os
 
-  from model_lib.checkpoint_inspect import restore_raw
+  from model_lib.checkpoint_inspect import find_checkpoint, restore_raw
   from model_lib.config import load_run_config
   from model_lib.data.text import load_tokenizer
   from model_lib.models import build_model
@@ -63,13 +63,9 @@ def sample_from_workdir(workdir: str, prompt: str, num_tokens: int, seed: int = 
     raise FileNotFoundError(f"No {TOKENIZER_FILE} in '{workdir}': sampling needs a language-model run.")
   tokenizer = load_tokenizer(tokenizer_path)
   model = build_model(config.model, num_outputs=tokenizer.vocab_size, vocab_size=tokenizer.vocab_size)
-  for kind in ("best", "checkpoints"):
-    directory = os.path.join(workdir, kind)
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
-    if steps:
-      params = restore_raw(directory, steps[-1], keys=("params",))["params"]
-      break
-  else:
+  found = find_checkpoint(workdir)
+  if found is None:
     raise FileNotFoundError(f"No checkpoint under '{workdir}'; train first.")
-  params = jax.tree.map(jnp.asarray, params)
+  directory, steps = found
+  params = jax.tree.map(jnp.asarray, restore_raw(directory, steps[-1], keys=("params",))["params"])
   return sample_text(model, params, tokenizer, prompt, num_tokens, jax.random.key(seed), **kwargs)

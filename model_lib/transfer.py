@@ -9,7 +9,6 @@ frozen parameter stays bitwise unchanged.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any, Sequence
 
@@ -27,18 +26,17 @@ def path_of(path: tuple[Any, ...]) -> str:
 
 def load_params(source: str, step: int | None = None) -> dict[str, np.ndarray]:
   """{path: array} of the params of a run (its best checkpoint, else latest, or `step`) or a checkpoint dir."""
-  from model_lib.checkpoint_inspect import flat_leaves, restore_raw
+  from model_lib.checkpoint_inspect import find_checkpoint, flat_leaves, restore_raw
 
-  candidates = [source] if os.path.basename(os.path.normpath(source)) in ("best", "checkpoints") else [
-      os.path.join(source, "best"), os.path.join(source, "checkpoints")]
-  for directory in candidates:
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
-    if steps:
-      chosen = step if step is not None else steps[-1]
-      if chosen not in steps:
-        raise ValueError(f"config.init_from_step={chosen} is not in {directory} (steps {steps}).")
-      return flat_leaves(restore_raw(directory, chosen, keys=("params",))["params"])
-  raise FileNotFoundError(f"No checkpoint under '{source}' (config key init_from); point it at a training run's workdir.")
+  found = find_checkpoint(source)
+  if found is None:
+    raise FileNotFoundError(f"No checkpoint under '{source}' (config key init_from); point it at a training run's "
+                            f"workdir.")
+  directory, steps = found
+  chosen = step if step is not None else steps[-1]
+  if chosen not in steps:
+    raise ValueError(f"config.init_from_step={chosen} is not in {directory} (steps {steps}).")
+  return flat_leaves(restore_raw(directory, chosen, keys=("params",))["params"])
 
 
 def partial_restore(target: Any, source: dict[str, np.ndarray]) -> tuple[Any, dict[str, list[str]]]:

@@ -8,7 +8,6 @@ constants of the step: no gradients, no optimizer state, never updated.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -49,7 +48,7 @@ class Distillation:
 
 def load_teacher(workdir: str) -> tuple[Any, Any]:
   """(apply_fn, variables) of the best (else latest) checkpoint of a finished run, built from its config.json."""
-  from model_lib.checkpoint_inspect import restore_raw
+  from model_lib.checkpoint_inspect import find_checkpoint, restore_raw
   from model_lib.config import load_run_config
   from model_lib.data import load_dataset
   from model_lib.models import build_model
@@ -57,11 +56,10 @@ def load_teacher(workdir: str) -> tuple[Any, Any]:
   config = load_run_config(workdir)
   info = load_dataset(config.data).info
   model = build_model(config.model, num_outputs=info.num_outputs, vocab_size=info.vocab_size or None)
-  for kind in ("best", "checkpoints"):
-    directory = os.path.join(workdir, kind)
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
-    if steps:
-      variables = {k: jax.tree.map(jnp.asarray, v) for k, v in restore_raw(directory, steps[-1]).items() if v}
-      return (lambda v, x: model.apply(v, x, train=False)), variables
-  raise FileNotFoundError(f"No checkpoint under teacher workdir '{workdir}' (config key distill.teacher_workdir); "
-                          f"train the teacher first.")
+  found = find_checkpoint(workdir)
+  if found is None:
+    raise FileNotFoundError(f"No checkpoint under teacher workdir '{workdir}' (config key distill.teacher_workdir); "
+                            f"train the teacher first.")
+  directory, steps = found
+  variables = {k: jax.tree.map(jnp.asarray, v) for k, v in restore_raw(directory, steps[-1]).items() if v}
+  return (lambda v, x: model.apply(v, x, train=False)), variables
