@@ -3,12 +3,12 @@
 Writes DIR/fold_<i>/ (a normal run each) and DIR/crossval.json with mean ± std of every held-out metric.
 """
 
-import datetime
 import os
 
 from absl import app, flags
 
-from model_lib.cli import config_from_flag, define_config_flag, parse_flags, run_cli
+from model_lib.cli import (config_from_flag, config_name, default_workdir, define_config_flag, parse_flags,
+                           run_cli)
 from model_lib.crossval import cross_validate
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_mlp.py")
@@ -20,8 +20,7 @@ _FOLDS = flags.DEFINE_integer("folds", 5, "Number of folds (>= 2).")
 def main(argv):
   del argv
   config = config_from_flag(_CONFIG)
-  name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename.split(":")[0]))[0]
-  workdir = _WORKDIR.value or os.path.join("runs", f"crossval-{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+  workdir = default_workdir(_WORKDIR.value, f"crossval-{config_name()}")
   report = run_cli(lambda: cross_validate(config, workdir, _FOLDS.value))
   for k, v in report["metrics"].items():
     print(f"{k:>20s}: {v['mean']:.4f} ± {v['std']:.4f}")

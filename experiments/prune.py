@@ -4,12 +4,11 @@ One run per sparsity (gradual global magnitude pruning) in DIR/sparsity_<s>; DIR
 pruning.md hold exact per-layer sparsity and test accuracy; DIR/sparsity_vs_accuracy.png plots them.
 """
 
-import datetime
 import os
 
 from absl import app, flags
 
-from model_lib.cli import config_from_flag, define_config_flag, parse_flags, run_cli
+from model_lib.cli import config_from_flag, default_workdir, define_config_flag, parse_flags, run_cli
 from model_lib.compress.experiments import pruning_table, sparsity_sweep
 
 _CONFIG = define_config_flag(os.path.join(os.path.dirname(__file__), "configs", "mnist_cnn.py"))
@@ -20,7 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 def main(argv):
   del argv
   config = config_from_flag(_CONFIG)
-  workdir = _WORKDIR.value or os.path.join("runs", f"prune-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+  workdir = default_workdir(_WORKDIR.value, "prune")
   result = run_cli(lambda: sparsity_sweep(config, workdir, [float(s) for s in _SPARSITIES.value]))
   print(pruning_table(result))
 

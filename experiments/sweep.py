@@ -4,12 +4,12 @@ Every trial is a normal run in DIR/trial_<n>; DIR/sweep.json ranks them, DIR/swe
 DIR/sweep.png plots the best metric against the trial number.
 """
 
-import datetime
 import os
 
 from absl import app, flags
 
-from model_lib.cli import config_from_flag, define_config_flag, parse_flags, run_cli
+from model_lib.cli import (config_from_flag, config_name, default_workdir, define_config_flag, parse_flags,
+                           run_cli)
 from model_lib.sweep import SAMPLERS, load_space, results_table, run_sweep
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_mlp.py")
@@ -26,8 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 def main(argv):
   del argv
   config = config_from_flag(_CONFIG)
-  name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename.split(":")[0]))[0]
-  workdir = _WORKDIR.value or os.path.join("runs", f"sweep-{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+  workdir = default_workdir(_WORKDIR.value, f"sweep-{config_name()}")
   report = run_cli(lambda: run_sweep(config, load_space(_SPACE.value), workdir, _TRIALS.value, _METRIC.value,
                                      _MODE.value, _SAMPLER.value, _SEED.value))
   print(results_table(report))

@@ -1,12 +1,11 @@
 """Train a model from a config file: `python -m experiments.train --config=experiments/configs/NAME.py`."""
 
-import datetime
 import logging
 import os
 
 from absl import app, flags
 
-from model_lib.cli import config_from_flag, define_config_flag, parse_flags, run_cli
+from model_lib.cli import config_from_flag, config_name, default_workdir, define_config_flag, parse_flags, run_cli
 from model_lib.train.trainer import train_and_evaluate
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_mlp.py")
@@ -16,9 +15,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 
 def main(argv):
   del argv
-  config_path = flags.FLAGS["config"].config_filename
-  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  workdir = _WORKDIR.value or os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+  name = config_name()
+  workdir = default_workdir(_WORKDIR.value, name)
   logging.info("workdir: %s", workdir)
   config = config_from_flag(_CONFIG)
   summary = run_cli(lambda: train_and_evaluate(config, workdir))

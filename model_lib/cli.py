@@ -78,3 +78,17 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def config_name(name: str = "config") -> str:
+  """The config file's stem ('mnist_cnn' for --config=experiments/configs/mnist_cnn.py)."""
+  from absl import flags
+
+  return os.path.splitext(os.path.basename(flags.FLAGS[name].config_filename.split(":")[0]))[0]
+
+
+def default_workdir(given: str | None, prefix: str) -> str:
+  """`given`, else runs/<prefix>-<timestamp>."""
+  import datetime
+
+  return given or os.path.join("runs", f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
