@@ -120,12 +120,44 @@ def _tokens_per_example(config: ml_collections.ConfigDict, spec: DataSpec) -> in
   return None
 
 
-def benchmark(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 2, windows: int = 5,
-              peak_flops: float = 0.0, name: str = "") -> dict[str, Any]:
-  """Times `steps` train steps after `warmup` (median of `windows` timed windows); returns one flat dict."""
+@dataclasses.dataclass
+class PreparedStep:
+  """A compiled train step with its state and two device batches; `run(n)` does n steps and waits for them."""
+
+  config: ml_collections.ConfigDict
+  spec: DataSpec
+  mesh: Any
+  rules: Any
+  pmap: bool
+  lowered: Any
+  compiled: Any
+  compile_s: float
+  params_shapes: Any
+  state: Any
+  batches: list[Any]
+  key: jax.Array
+  metrics: Any = None
+  done: int = 0
+
+  @property
+  def num_params(self) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params_shapes))
+
+  def run(self, n: int) -> float:
+    """Runs `n` steps (dispatching all, then one wait); returns the seconds they took."""
+    t = time.perf_counter()
+    for _ in range(n):
+      self.state, self.metrics = self.compiled(self.state, self.batches[self.done % 2], self.key)
+      self.done += 1
+    jax.block_until_ready((self.state, self.metrics))
+    return time.perf_counter() - t
+
+
+def prepare(config: ml_collections.ConfigDict, spec: DataSpec | None = None) -> PreparedStep:
+  """Builds and compiles the trainer's step for `config` on synthetic batches (spec: default `data_spec`)."""
   config_lib.validate(config)
   setup(config)
-  spec = data_spec(config)
+  spec = spec or data_spec(config)
   mesh = make_mesh(config)
   rules = resolve_rules(section(config, "mesh").rules, dict(mesh.shape))
   pmap = section(config, "parallel").mode == "pmap"
@@ -144,24 +176,30 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 
                                                 axis_name=runtime.axis_name))
   device_batches = [runtime.put_batch(b) for b in batches]
   state, key = runtime.from_global(state), jax.random.key(config.seed + 1)
-
   t0 = time.perf_counter()
   lowered = step.lower(state, device_batches[0], key)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
-  for i in range(warmup):
-    state, metrics = compiled(state, device_batches[i % 2], key)
-  jax.block_until_ready(state)
+  return PreparedStep(config, spec, mesh, rules, pmap, lowered, compiled, compile_s, params_shapes, state,
+                      device_batches, key)
+
+
+def benchmark(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 2, windows: int = 5,
+              peak_flops: float = 0.0, name: str = "") -> dict[str, Any]:
+  """Times `steps` train steps after `warmup` (median of `windows` timed windows); returns one flat dict."""
+  prepared = prepare(config)
+  spec, mesh, rules, pmap = prepared.spec, prepared.mesh, prepared.rules, prepared.pmap
+  global_batch = config.data.batch_size
+  compile_s, lowered, params_shapes = prepared.compile_s, prepared.lowered, prepared.params_shapes
+  if warmup:
+    prepared.run(warmup)
   per_window = max(1, steps // max(windows, 1))
   times, done = [], 0
   while done < steps:
     n = min(per_window, steps - done)
-    t = time.perf_counter()
-    for i in range(n):
-      state, metrics = compiled(state, device_batches[(done + i) % 2], key)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - t) / n)
+    times.append(prepared.run(n) / n)
     done += n
+  metrics = prepared.metrics
   step_s = statistics.median(times) if times else float("nan")
 
   seq = _tokens_per_example(config, spec)
