@@ -101,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
       "sample_tokens": 0,  # Language models: tokens to sample into DIR/samples.txt at the end (0 = none).
       "sample_prompt": "\n",  # Resume a workdir whose saved model/data config differs.
       "early_stopping": ml_collections.ConfigDict({"metric": "", "mode": "max", "patience": 0}),
+      # jax.transfer_guard_device_to_host level between logging steps: allow | log | disallow |
+      # disallow_explicit (the step loop must never read device values there; "disallow" proves it).
+      "transfer_guard": "allow",
       "profile_steps": "",  # "a,b": jax.profiler trace of train steps a..b into DIR/profile ("" = off).
       # Persistent XLA compilation cache ("" = off); default env MODEL_LIB_CACHE_DIR or ~/.cache/model_lib/jax.
       "compilation_cache_dir": os.environ.get("MODEL_LIB_CACHE_DIR",
@@ -249,6 +252,9 @@ def _validate_parallel(config: ml_collections.ConfigDict) -> None:
       _fail(f"distributed.process_id={d.process_id} must be < distributed.num_processes={d.num_processes}.")
     if d.local_device_ids and not all(s.strip().isdigit() for s in d.local_device_ids.split(",")):
       _fail(f"distributed.local_device_ids must be comma-separated integers, got '{d.local_device_ids}'.")
+  guards = ("allow", "log", "disallow", "log_explicit", "disallow_explicit")
+  if t.get("transfer_guard", "allow") not in guards:
+    _fail(f"train.transfer_guard must be one of {list(guards)}, got '{t.transfer_guard}'.")
   if t.get("profile_steps"):
     parse_profile_steps(t.profile_steps)
 

@@ -1,7 +1,9 @@
 """The step loop: dispatch steps, log every `log_every`, evaluate, early-stop, checkpoint, obey preemption.
 
 The device is never stalled by the host: the next batch is transferred while the current step runs,
-and metrics are fetched only at logging steps (one `device_get` of the window's metrics).
+and metrics are fetched only at logging steps (one `device_get` of the window's metrics). Between logging steps
+the loop runs under `jax.transfer_guard_device_to_host(train.transfer_guard)`: "disallow" turns any read of a
+device value there into an error.
 `train.profile_steps="a,b"` records a jax.profiler trace of steps a..b (TensorBoard's profile plugin, Perfetto).
 """
 
@@ -111,18 +113,20 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
   window: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
   profiler = StepProfiler(parse_profile_steps(tcfg.get("profile_steps", "")), profile_dir)
+  transfer_guard = tcfg.get("transfer_guard", "allow")
   with PreemptionGuard() as guard, contextlib.ExitStack() as cleanup:
     cleanup.callback(profiler.stop)
     while step < total_steps:
-      with profiler.annotate(step + 1):
-        state, step_metrics = compiled(state, batch, dropout_key)
-      step += 1
-      profiler.done(step, step_metrics)
-      window.append(step_metrics)
-      last = step == total_steps
-      data_state = train_iter.get_state()  # Position after the batches consumed so far.
-      if not last:
-        batch = put_batch(next(train_iter))  # Transfer the next batch while this step runs.
+      with jax.transfer_guard_device_to_host(transfer_guard):
+        with profiler.annotate(step + 1):
+          state, step_metrics = compiled(state, batch, dropout_key)
+        step += 1
+        profiler.done(step, step_metrics)
+        window.append(step_metrics)
+        last = step == total_steps
+        data_state = train_iter.get_state()  # Position after the batches consumed so far.
+        if not last:
+          batch = put_batch(next(train_iter))  # Transfer the next batch while this step runs.
       if step % tcfg.log_every == 0 or last:
         host = [{k: _scalar(v) for k, v in m.items()}  # The only device->host sync between evaluations.
                 for m in jax.device_get(window)]

@@ -59,24 +59,27 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
     param_updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), param_updates)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
                               opt_state=opt_state, batch_stats=updates.get("batch_stats", state.batch_stats))
-    step_metrics = {
-        "loss": data_loss,
-        "total_loss": total,
-        "grad_norm": optax.tree.norm(grads),
-        **task_metrics,
-    }
+    grad_norm = optax.tree.norm(grads)
+    param_norm = optax.tree.norm(new_state.params)
+    step_metrics = {"loss": data_loss, "total_loss": total, "grad_norm": grad_norm, **task_metrics}
     if guard_nonfinite:
-      bad_leaf = _first_nonfinite_leaf(grads)
-      bad_update_leaf = _first_nonfinite_leaf(new_state.params)  # A finite gradient times a huge lr can overflow.
-      ok = jnp.isfinite(total) & (bad_leaf < 0) & (bad_update_leaf < 0)
+      # The norms are computed anyway and are non-finite whenever a leaf is, so the per-leaf search (one
+      # reduction per leaf) runs only on suspect steps; a huge but finite leaf can overflow a norm, hence the
+      # exact re-check rather than trusting the norms.
+      suspect = ~(jnp.isfinite(total) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm))
+      bad_leaf, bad_update_leaf = jax.lax.cond(
+          suspect, lambda: (_first_nonfinite_leaf(grads), _first_nonfinite_leaf(new_state.params)),
+          lambda: (jnp.int32(-1), jnp.int32(-1)))
+      ok = jnp.isfinite(total) & (bad_leaf < 0) & (bad_update_leaf < 0)  # A finite gradient times a huge lr can overflow.
       kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
                           (new_state.params, new_state.opt_state, new_state.batch_stats),
                           (state.params, state.opt_state, state.batch_stats))
       new_state = new_state.replace(params=kept[0], opt_state=kept[1], batch_stats=kept[2])
+      param_norm = jax.lax.cond(ok, lambda: param_norm, lambda: optax.tree.norm(state.params))
       step_metrics["nonfinite"] = (~ok).astype(jnp.float32)
       step_metrics["nonfinite_leaf"] = bad_leaf
       step_metrics["nonfinite_update_leaf"] = bad_update_leaf
-    step_metrics["param_norm"] = optax.tree.norm(new_state.params)
+    step_metrics["param_norm"] = param_norm
     return new_state, step_metrics
 
   return train_step
