@@ -75,7 +75,8 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
                           (new_state.params, new_state.opt_state, new_state.batch_stats),
                           (state.params, state.opt_state, state.batch_stats))
       new_state = new_state.replace(params=kept[0], opt_state=kept[1], batch_stats=kept[2])
-      param_norm = jax.lax.cond(ok, lambda: param_norm, lambda: optax.tree.norm(state.params))
+      # Of the kept params: reading the old (donated) params here instead would make XLA copy them.
+      param_norm = optax.tree.norm(new_state.params)
       step_metrics["nonfinite"] = (~ok).astype(jnp.float32)
       step_metrics["nonfinite_leaf"] = bad_leaf
       step_metrics["nonfinite_update_leaf"] = bad_update_leaf
