@@ -1,7 +1,7 @@
 """Convolutional classifier: (Conv -> [BatchNorm] -> act -> [MaxPool]) x N -> Flatten -> MLP head.
 
 Parameters carry logical axis names in 'params_axes' (see `mlp`): conv kernels ('conv_h', 'conv_w', 'conv_in',
-'conv_out'), dense layers as in the MLP.
+'conv_out'), dense layers as in the MLP. `conv_impl` picks how convs and max-pools are differentiated (see `conv`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model_lib.models.conv import Conv, max_pool, resolve_conv_impl
 from model_lib.models.layers import activation
-from model_lib.models.mlp import BatchNorm, Conv, Dense
+from model_lib.models.mlp import BatchNorm, Dense
 from model_lib.models.registry import MODELS
 
 
@@ -33,23 +34,26 @@ class CNN(nn.Module):
   batch_norm: bool = False
   batch_norm_axis_name: str | None = None  # pmap/shard_map axis averaging BatchNorm statistics (set by the trainer).
   dtype: str = "float32"
+  conv_impl: str = "auto"  # "xla", "explicit" (hand-written conv/pool backward, for XLA:CPU) or "auto" (by backend).
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     act = activation(self.activation)
+    impl = resolve_conv_impl(self.conv_impl)
     dtype = jnp.dtype(self.dtype)
     if x.ndim == 3:
       x = x[..., None]  # (B, H, W) -> (B, H, W, 1)
     x = x.astype(dtype)
     k = (self.kernel_size, self.kernel_size)
     for i, feats in enumerate(self.features):
-      x = Conv(feats, k, padding=self.padding, use_bias=not self.batch_norm, dtype=dtype)(x)  # (B, H', W', feats)
+      x = Conv(feats, k, padding=self.padding, use_bias=not self.batch_norm, dtype=dtype,
+               impl=impl)(x)  # (B, H', W', feats)
       if self.batch_norm:
         x = BatchNorm(use_running_average=not train, dtype=dtype, axis_name=self.batch_norm_axis_name,
                       feature_axis="conv_out")(x)
       x = act(x)
       if self.pool_every and (i + 1) % self.pool_every == 0:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))  # (B, H'/2, W'/2, feats)
+        x = max_pool(x, 2, impl=impl)  # (B, H'/2, W'/2, feats)
       if self.conv_dropout > 0:
         x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))  # (B, H*W*C)
