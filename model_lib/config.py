@@ -106,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
       "transfer_guard": "allow",
       "profile_steps": "",  # "a,b": jax.profiler trace of train steps a..b into DIR/profile ("" = off).
       # Persistent XLA compilation cache ("" = off); default env MODEL_LIB_CACHE_DIR or ~/.cache/model_lib/jax.
+      # glibc malloc: allocations below this many MiB are reused instead of mmap'ed and page-faulted in again
+      # every step (XLA:CPU's per-step scratch buffers). Process-wide; 0 = leave glibc's default (32 MiB, dynamic).
+      "malloc_mmap_threshold_mb": 256,
       "compilation_cache_dir": os.environ.get("MODEL_LIB_CACHE_DIR",
                                               os.path.join(os.path.expanduser("~"), ".cache", "model_lib", "jax")),
   })
