@@ -9,8 +9,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLS = ("dot_product", "reference")
+from model_lib.models import attention_kernels
+
+IMPLS = ("auto", "explicit", "dot_product", "reference")
 Init = Callable[..., Any]
+
+
+def resolve_attention_impl(impl: str, implementation: str | None = None) -> str:
+  """The attention path `impl` names: "auto" is "explicit" on CPU (unless `implementation` is set), else "dot_product".
+
+  On XLA:CPU the explicit heads-major kernel with its hand-written backward trains fastest; on GPU/TPU
+  jax.nn.dot_product_attention dispatches to the fused (e.g. cuDNN) kernels.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f"Unknown attention_impl '{impl}' (config key model.attention_impl); choose one of {list(IMPLS)}.")
+  if impl != "auto":
+    return impl
+  return "explicit" if jax.default_backend() == "cpu" and implementation is None else "dot_product"
 
 
 def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
@@ -36,9 +51,11 @@ def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
 class MultiHeadAttention(nn.Module):
   """Self-attention with (D, N, H) query/key/value and (N, H, D) output kernels.
 
-  `attention_impl="dot_product"` calls `jax.nn.dot_product_attention` (backend `implementation`: None, 'xla' or
-  'cudnn'); "reference" computes the softmax explicitly and sows the weights as
-  `intermediates/attention_weights` (apply with `mutable=['intermediates']` to read them).
+  `attention_impl`: "explicit" runs `attention_kernels.attention` (heads-major, stored softmax, hand-written
+  backward, causal block skipping); "dot_product" calls `jax.nn.dot_product_attention` (backend `implementation`:
+  None, 'xla' or 'cudnn'); "reference" computes the softmax explicitly and sows the weights as
+  `intermediates/attention_weights` (apply with `mutable=['intermediates']` to read them); "auto" (default) is
+  "explicit" on CPU and "dot_product" elsewhere. All share one parameter tree.
   With `decode=True` keys and values go to the 'cache' collection, sized by the sequence length seen at init;
   `cache_index` is the position of the first input token.
   """
@@ -46,7 +63,7 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   head_dim: int | None = None  # Default: D // num_heads.
   use_bias: bool = True
-  attention_impl: str = "dot_product"
+  attention_impl: str = "auto"
   implementation: str | None = None
   dtype: str = "float32"
   kernel_init: Init = nn.initializers.normal(0.02)
@@ -55,9 +72,7 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, causal: bool = False, decode: bool = False,
                cache_index: jax.Array | None = None) -> jax.Array:
-    if self.attention_impl not in IMPLS:
-      raise ValueError(f"Unknown attention_impl '{self.attention_impl}' (config key model.attention_impl); "
-                       f"choose one of {list(IMPLS)}.")
+    impl = resolve_attention_impl(self.attention_impl, self.implementation)
     dtype = jnp.dtype(self.dtype)
     d = x.shape[-1]
     n = self.num_heads
@@ -79,9 +94,12 @@ class MultiHeadAttention(nn.Module):
     q, k, v = project("query"), project("key"), project("value")
     if decode:
       k, v, mask, causal = self._update_cache(k, v, mask, causal, cache_index)
-    if self.attention_impl == "reference":
+    if impl == "reference":
       out, weights = reference_attention(q, k, v, mask, causal)
       self.sow("intermediates", "attention_weights", weights)
+    elif impl == "explicit":
+      heads = lambda a: jnp.swapaxes(a, 1, 2)  # (B, T, N, H) <-> (B, N, T, H)
+      out = heads(attention_kernels.attention(heads(q), heads(k), heads(v), mask, causal))
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=self.implementation)
     out_init = self.out_kernel_init or self.kernel_init

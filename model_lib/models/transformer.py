@@ -9,11 +9,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model_lib.models import attention_kernels
 from model_lib.models.attention import MultiHeadAttention
 from model_lib.models.registry import MODELS
 
 Init = Callable[..., Any]
 BERT_HEADS = ("classifier", "pooler", "mlm", "none")
+LAYER_IMPLS = ("auto", "explicit", "flax")
+
+
+def resolve_layer_impl(impl: str) -> str:
+  """The concrete LayerNorm/GELU path: "auto" is "explicit" on CPU, "flax" (nn.LayerNorm, jax.nn.gelu) elsewhere."""
+  if impl not in LAYER_IMPLS:
+    raise ValueError(f"Unknown layer_impl '{impl}' (config key model.layer_impl); choose one of {list(LAYER_IMPLS)}.")
+  if impl != "auto":
+    return impl
+  return "explicit" if jax.default_backend() == "cpu" else "flax"
 
 
 def dense(features: int, names: tuple[str | None, str | None], dtype: Any, init: Init = nn.initializers.normal(0.02),
@@ -24,8 +35,31 @@ def dense(features: int, names: tuple[str | None, str | None], dtype: Any, init:
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]))
 
 
-def layer_norm(epsilon: float, dtype: Any, name: str | None = None) -> nn.LayerNorm:
-  """nn.LayerNorm over the 'embed' axis with float32 params."""
+class ExplicitLayerNorm(nn.Module):
+  """nn.LayerNorm's computation and parameters ('scale', 'bias') via `attention_kernels.layer_norm`'s backward."""
+
+  epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (d,), jnp.float32)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (d,), jnp.float32)
+    return attention_kernels.layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)
+
+
+def gelu(x: jax.Array, approximate: bool, impl: str = "auto") -> jax.Array:
+  """nn.gelu, or (impl "explicit") attention_kernels.gelu: the same function, cheaper on XLA:CPU."""
+  if resolve_layer_impl(impl) == "explicit":
+    return attention_kernels.gelu(x, approximate)
+  return nn.gelu(x, approximate=approximate)
+
+
+def layer_norm(epsilon: float, dtype: Any, name: str | None = None, impl: str = "auto") -> nn.Module:
+  """LayerNorm over the 'embed' axis with float32 params: nn.LayerNorm or (impl "explicit") ExplicitLayerNorm."""
+  if resolve_layer_impl(impl) == "explicit":
+    return ExplicitLayerNorm(epsilon, dtype, name=name)
   return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
@@ -46,17 +80,23 @@ class MlpBlock(nn.Module):
   dtype: str = "float32"
   kernel_init: Init = nn.initializers.normal(0.02)
   out_kernel_init: Init | None = None
+  layer_impl: str = "auto"  # See `gelu`.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = jnp.dtype(self.dtype)
     h = dense(self.mlp_dim, ("embed", "mlp"), dtype, self.kernel_init, name="fc1")(x)  # (B, T, F)
-    h = nn.gelu(h, approximate=self.approximate_gelu)
+    h = gelu(h, self.approximate_gelu, self.layer_impl)
     return dense(x.shape[-1], ("mlp", "embed"), dtype, self.out_kernel_init or self.kernel_init, name="fc2")(h)
 
 
 class TransformerBlock(nn.Module):
-  """Self-attention + MLP, each with a residual; pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x)))."""
+  """Self-attention + MLP, each with a residual; pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x))).
+
+  `attention_impl` picks the attention path (see MultiHeadAttention) and `layer_impl` the LayerNorm/GELU one:
+  "explicit" (attention_kernels' hand-written backward and erf GELU), "flax" (nn.LayerNorm, nn.gelu) or "auto"
+  (explicit on CPU, where it trains faster, flax elsewhere); every choice has the same parameters and math.
+  """
 
   num_heads: int
   mlp_dim: int
@@ -64,8 +104,9 @@ class TransformerBlock(nn.Module):
   post_ln: bool = False
   layer_norm_eps: float = 1e-6
   approximate_gelu: bool = True
-  attention_impl: str = "dot_product"
+  attention_impl: str = "auto"
   implementation: str | None = None
+  layer_impl: str = "auto"
   dtype: str = "float32"
   kernel_init: Init = nn.initializers.normal(0.02)
   out_kernel_init: Init | None = None  # Residual-branch output projections.
@@ -77,10 +118,11 @@ class TransformerBlock(nn.Module):
     attn = MultiHeadAttention(self.num_heads, attention_impl=self.attention_impl, implementation=self.implementation,
                               dtype=self.dtype, kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
                               name="attn")
-    mlp = MlpBlock(self.mlp_dim, self.approximate_gelu, self.dtype, self.kernel_init, self.out_kernel_init, name="mlp")
+    mlp = MlpBlock(self.mlp_dim, self.approximate_gelu, self.dtype, self.kernel_init, self.out_kernel_init,
+                   self.layer_impl, name="mlp")
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    ln1 = layer_norm(self.layer_norm_eps, dtype, name="ln1")
-    ln2 = layer_norm(self.layer_norm_eps, dtype, name="ln2")
+    ln1 = layer_norm(self.layer_norm_eps, dtype, name="ln1", impl=self.layer_impl)
+    ln2 = layer_norm(self.layer_norm_eps, dtype, name="ln2", impl=self.layer_impl)
     attend = functools.partial(attn, mask=mask, causal=causal, decode=decode, cache_index=cache_index)
     if self.post_ln:
       x = ln1(x + drop(attend(x)))
@@ -112,8 +154,9 @@ class GPT(nn.Module):
   max_len: int = 256
   dropout: float = 0.0
   tie_embeddings: bool = True
-  attention_impl: str = "dot_product"
+  attention_impl: str = "auto"
   implementation: str | None = None
+  layer_impl: str = "auto"
   dtype: str = "float32"
 
   @nn.compact
@@ -142,9 +185,10 @@ class GPT(nn.Module):
     for i in range(self.num_layers):
       h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=False, layer_norm_eps=1e-5,
                            approximate_gelu=True, attention_impl=self.attention_impl,
-                           implementation=self.implementation, dtype=self.dtype, out_kernel_init=out_init,
-                           name=f"block_{i}")(h, causal=True, train=train, decode=decode, cache_index=cache_index)
-    h = layer_norm(1e-5, dtype, name="final_norm")(h)
+                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
+                           out_kernel_init=out_init, name=f"block_{i}")(h, causal=True, train=train, decode=decode,
+                                                                         cache_index=cache_index)
+    h = layer_norm(1e-5, dtype, name="final_norm", impl=self.layer_impl)(h)
     if self.tie_embeddings:
       logits = wte.attend(h)  # (B, T, V)
     else:
@@ -173,8 +217,9 @@ class BERT(nn.Module):
   dropout: float = 0.1
   post_ln: bool = True
   head: str = "classifier"
-  attention_impl: str = "dot_product"
+  attention_impl: str = "auto"
   implementation: str | None = None
+  layer_impl: str = "auto"
   dtype: str = "float32"
 
   @nn.compact
@@ -192,20 +237,20 @@ class BERT(nn.Module):
     wte = embed(self.vocab_size, self.embed_dim, ("vocab", "embed"), dtype, "token_embed")
     h = (wte(x) + embed(self.max_len, self.embed_dim, (None, "embed"), dtype, "pos_embed")(jnp.arange(t)[None, :])
          + embed(self.num_segments, self.embed_dim, (None, "embed"), dtype, "segment_embed")(segments))  # (B, T, D)
-    h = drop(layer_norm(1e-12, dtype, name="embed_norm")(h))
+    h = drop(layer_norm(1e-12, dtype, name="embed_norm", impl=self.layer_impl)(h))
     mask = (x != 0)[:, None, None, :]  # (B, 1, 1, T): every query attends to real keys only.
     for i in range(self.num_layers):
       h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=self.post_ln, layer_norm_eps=1e-12,
                            approximate_gelu=False, attention_impl=self.attention_impl,
-                           implementation=self.implementation, dtype=self.dtype,
+                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
                            name=f"block_{i}")(h, mask=mask, train=train)
     if not self.post_ln:
-      h = layer_norm(1e-12, dtype, name="final_norm")(h)
+      h = layer_norm(1e-12, dtype, name="final_norm", impl=self.layer_impl)(h)
     if self.head == "none":
       return h.astype(jnp.float32)
     if self.head == "mlm":
-      z = nn.gelu(dense(self.embed_dim, ("embed", "mlp"), dtype, name="mlm_dense")(h), approximate=False)
-      z = layer_norm(1e-12, dtype, name="mlm_norm")(z)
+      z = gelu(dense(self.embed_dim, ("embed", "mlp"), dtype, name="mlm_dense")(h), False, self.layer_impl)
+      z = layer_norm(1e-12, dtype, name="mlm_norm", impl=self.layer_impl)(z)
       bias = self.param("mlm_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                         (self.vocab_size,), jnp.float32)
       return (wte.attend(z) + bias.astype(dtype)[None, None]).astype(jnp.float32)  # (B, T, V)

@@ -74,8 +74,9 @@ class ViT(nn.Module):
   mlp_dim: int = 3072
   pool: str = "cls"
   dropout: float = 0.0
-  attention_impl: str = "dot_product"
+  attention_impl: str = "auto"
   implementation: str | None = None
+  layer_impl: str = "auto"
   dtype: str = "float32"
 
   @nn.compact
@@ -102,8 +103,9 @@ class ViT(nn.Module):
     for i in range(self.num_layers):
       h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=False, layer_norm_eps=1e-6,
                            approximate_gelu=False, attention_impl=self.attention_impl,
-                           implementation=self.implementation, dtype=self.dtype, name=f"block_{i}")(h, train=train)
-    h = layer_norm(1e-6, dtype, name="final_norm")(h)
+                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
+                           name=f"block_{i}")(h, train=train)
+    h = layer_norm(1e-6, dtype, name="final_norm", impl=self.layer_impl)(h)
     pooled = h[:, 0] if self.pool == "cls" else h.mean(axis=1)  # (B, D)
     head = nn.Dense(self.num_outputs, dtype=dtype, param_dtype=jnp.float32, name="head",
                     kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
