@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import statistics
 from typing import Any, Callable
 
 import jax
 import ml_collections
 
-from model_lib.config import base_config
+from model_lib.config import base_config, set_path
 from model_lib.parallel import benchmark as bench
 
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.01
@@ -79,11 +80,7 @@ def peer_config(name: str, overrides: dict[str, Any] | None = None) -> ml_collec
   c.optimizer.schedule.name = "constant"
   c.train.num_steps = 1000
   for key, value in (overrides or {}).items():
-    *path, leaf = key.split(".")
-    node = c
-    for part in path:
-      node = node[part]
-    node[leaf] = value
+    set_path(c, key, value)
   return c
 
 
@@ -134,7 +131,6 @@ def run_peers(names: list[str], rounds: int = 7, steps: int = 5, warmup: int = 2
 
 
 def _cpu_threads() -> int:
-  import os
   return len(os.sched_getaffinity(0))
 
 

@@ -7,6 +7,7 @@ Needs the `bench` extra: pip install -e ".[bench]".
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import numpy as np
@@ -146,21 +147,20 @@ class TorchStep:
     self.num_params = sum(p.numel() for p in self.model.parameters())
     self.loss = math.nan
 
-  def step(self) -> None:
+  def step(self) -> torch.Tensor:
     x, y = self.batches[self.done % 2]
     self.opt.zero_grad(set_to_none=True)
     loss = self.loss_fn(self.model(x), y)
     loss.backward()
     self.opt.step()
     self.done += 1
-    self._last = loss
+    return loss
 
   def run(self, n: int) -> float:
     """Runs `n` steps; returns the seconds they took (eager: each step has finished when it returns)."""
-    import time
     t = time.perf_counter()
     for _ in range(n):
-      self.step()
+      loss = self.step()
     elapsed = time.perf_counter() - t
-    self.loss = float(self._last)
+    self.loss = loss.detach().item()
     return elapsed

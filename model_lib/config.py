@@ -262,6 +262,22 @@ def _validate_parallel(config: ml_collections.ConfigDict) -> None:
     parse_profile_steps(t.profile_steps)
 
 
+def set_path(config: ml_collections.ConfigDict, key: str, value: Any, label: str = "Config key") -> None:
+  """Sets dotted `key` (e.g. "optimizer.learning_rate") to `value`; a key outside the schema is a ValueError.
+
+  New keys are accepted only under the free-form `model` section.
+  """
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    if p not in node:
+      raise ValueError(f"{label} '{key}' is not in the config (no section '{p}').")
+    node = node[p]
+  if leaf not in node and parents[:1] != ["model"]:
+    raise ValueError(f"{label} '{key}' is not in the config.")
+  node[leaf] = value
+
+
 def parse_profile_steps(value: str) -> tuple[int, int] | None:
   """train.profile_steps "a,b" -> (a, b) with 1 <= a <= b; "" -> None."""
   if not value:

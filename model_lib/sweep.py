@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from model_lib.config import set_path
+
 SAMPLERS = ("grid", "random", "tpe")
 
 
@@ -43,18 +45,6 @@ def load_space(path: str) -> dict[str, dict[str, Any]]:
     if spec.get("type") not in ("float", "int", "categorical"):
       raise ValueError(f"Search space key '{key}': type must be float, int or categorical, got {spec.get('type')!r}.")
   return space
-
-
-def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
-  *parents, leaf = key.split(".")
-  node = config
-  for p in parents:
-    if p not in node:
-      raise ValueError(f"Search space key '{key}' is not in the config (no section '{p}').")
-    node = node[p]
-  if leaf not in node and parents[:1] != ["model"]:
-    raise ValueError(f"Search space key '{key}' is not in the config.")
-  node[leaf] = value
 
 
 def _suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
@@ -98,7 +88,7 @@ def run_sweep(config: ml_collections.ConfigDict, space: dict[str, dict[str, Any]
     cfg = copy.deepcopy(config)
     overrides = {k: _suggest(trial, k, s) for k, s in space.items()}
     for k, v in overrides.items():
-      _set(cfg, k, v)
+      set_path(cfg, k, v, label="Search space key")
     trial_dir = os.path.join(workdir, f"trial_{trial.number:03d}")
     summary = train_and_evaluate(cfg, trial_dir, show_progress=False)
     evals = [r[metric] for r in read_metrics(trial_dir) if r["split"] == "eval" and isinstance(r.get(metric), float)]

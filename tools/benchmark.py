@@ -14,7 +14,6 @@ dataset files are needed; runs unchanged on CPU, GPU and TPU.
 from __future__ import annotations
 
 import json
-
 import sys
 
 from absl import app, flags
