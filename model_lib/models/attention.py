@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_lib.models import attention_kernels
+from model_lib.models.layers import resolve_impl
 
 IMPLS = ("auto", "explicit", "dot_product", "reference")
 Init = Callable[..., Any]
@@ -21,11 +22,9 @@ def resolve_attention_impl(impl: str, implementation: str | None = None) -> str:
   On XLA:CPU the explicit heads-major kernel with its hand-written backward trains fastest; on GPU/TPU
   jax.nn.dot_product_attention dispatches to the fused (e.g. cuDNN) kernels.
   """
-  if impl not in IMPLS:
-    raise ValueError(f"Unknown attention_impl '{impl}' (config key model.attention_impl); choose one of {list(IMPLS)}.")
-  if impl != "auto":
-    return impl
-  return "explicit" if jax.default_backend() == "cpu" and implementation is None else "dot_product"
+  if impl == "auto" and implementation is not None:  # A requested backend kernel needs dot_product_attention.
+    return "dot_product"
+  return resolve_impl("attention_impl", impl, IMPLS, {"cpu": "explicit"}, "dot_product")
 
 
 def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
@@ -42,7 +41,7 @@ def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
   if mask is not None:
     keep = keep & mask
   # The same finite fill as jax.nn.dot_product_attention, so fully masked rows agree (uniform) instead of NaN.
-  logits = jnp.where(keep, logits, -0.7 * float(jnp.finfo(jnp.float32).max))
+  logits = jnp.where(keep, logits, attention_kernels.MASK_VALUE)
   weights = jax.nn.softmax(logits, axis=-1)  # (B, N, T, S)
   out = jnp.einsum("bnts,bsnh->btnh", weights.astype(v.dtype), v)  # (B, T, N, H)
   return out, weights

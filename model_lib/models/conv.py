@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from model_lib.models.mlp import Conv as XlaConv
+from model_lib.models.layers import resolve_impl
 from model_lib.models.mlp import sow_axes
 
 CONV_IMPLS = ("auto", "xla", "explicit")
@@ -41,12 +42,8 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 
 def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
   """The conv/pool path `impl` names on `backend` (default: JAX's): "auto" is "explicit" on CPU, else "xla"."""
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"Unknown conv_impl '{impl}' (config key model.conv_impl); choose one of {list(CONV_IMPLS)}.")
-  if impl != "auto":
-    return impl
   # cuDNN / the TPU compiler handle conv and select_and_scatter gradients well; only XLA:CPU needs the rewrite.
-  return "explicit" if (backend or jax.default_backend()) == "cpu" else "xla"
+  return resolve_impl("conv_impl", impl, CONV_IMPLS, {"cpu": "explicit"}, "xla", backend)
 
 
 def _explicit_pads(padding: str | Sequence[tuple[int, int]], spatial: Sequence[int],

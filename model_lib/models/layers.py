@@ -19,6 +19,17 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def resolve_impl(field: str, impl: str, choices: tuple[str, ...], auto: dict[str, str], fallback: str,
+                 backend: str | None = None) -> str:
+  """The concrete path `model.<field>=impl` names: "auto" maps `backend` (default: JAX's) through `auto`, else
+  `fallback`; a value outside `choices` is a ValueError naming the config key."""
+  if impl not in choices:
+    raise ValueError(f"Unknown {field} '{impl}' (config key model.{field}); choose one of {list(choices)}.")
+  if impl != "auto":
+    return impl
+  return auto.get(backend or jax.default_backend(), fallback)
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """Looks up an activation function by name with a clear error."""
   if name not in ACTIVATIONS:

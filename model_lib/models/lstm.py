@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from model_lib.models import lstm_kernels
+from model_lib.models.layers import resolve_impl
 from model_lib.models.registry import MODELS
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H) float32.
@@ -68,11 +69,7 @@ _AUTO_IMPL = {"cpu": "fused", "gpu": "fused", "tpu": "fused"}
 
 def resolve_lstm_impl(impl: str, backend: str | None = None) -> str:
   """The recurrence implementation `impl` names on `backend` (default: JAX's): 'scan' or 'fused'."""
-  if impl not in LSTM_IMPLS:
-    raise ValueError(f"Unknown lstm_impl '{impl}' (config key model.lstm_impl); choose one of {list(LSTM_IMPLS)}.")
-  if impl != "auto":
-    return impl
-  return _AUTO_IMPL.get(backend or jax.default_backend(), "scan")
+  return resolve_impl("lstm_impl", impl, LSTM_IMPLS, _AUTO_IMPL, "scan", backend)
 
 
 class _DenseParams(nn.Module):

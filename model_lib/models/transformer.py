@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from model_lib.models import attention_kernels
 from model_lib.models.attention import MultiHeadAttention
+from model_lib.models.layers import resolve_impl
 from model_lib.models.registry import MODELS
 
 Init = Callable[..., Any]
@@ -20,11 +21,7 @@ LAYER_IMPLS = ("auto", "explicit", "flax")
 
 def resolve_layer_impl(impl: str) -> str:
   """The concrete LayerNorm/GELU path: "auto" is "explicit" on CPU, "flax" (nn.LayerNorm, jax.nn.gelu) elsewhere."""
-  if impl not in LAYER_IMPLS:
-    raise ValueError(f"Unknown layer_impl '{impl}' (config key model.layer_impl); choose one of {list(LAYER_IMPLS)}.")
-  if impl != "auto":
-    return impl
-  return "explicit" if jax.default_backend() == "cpu" else "flax"
+  return resolve_impl("layer_impl", impl, LAYER_IMPLS, {"cpu": "explicit"}, "flax")
 
 
 def dense(features: int, names: tuple[str | None, str | None], dtype: Any, init: Init = nn.initializers.normal(0.02),
