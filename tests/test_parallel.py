@@ -152,7 +152,8 @@ def test_mlp_and_cnn_params_carry_logical_names(model_cfg, shape):
 @pytest.mark.slow
 def test_gpt_and_vit_train_identically_under_dp_fsdp_tp_and_fsdp_tp():
   results = _devices_check("equivalence")
-  assert len(results) == 16  # {GPT, ViT} x {SGD, Adam} x {DP=8, FSDP=8, TP=2 x DP=4, FSDP=2 x TP=4}.
+  # {GPT, ViT} x {SGD, Adam}, plus a scanned + rematerialised GPT with Adam, x {DP=8, FSDP=8, TP=2 x DP=4, FSDP=2 x TP=4}.
+  assert len(results) == 20
   for r in results:
     loss_tol, param_tol = (1e-5, 1e-5) if r["optimizer"] == "sgd" else (1e-5, 1e-4)
     assert r["loss_diff"] < loss_tol and r["param_diff"] < param_tol, r
@@ -188,8 +189,10 @@ def _gpt_vit_setup(name: str):
   from model_lib.train import tasks
 
   rng = np.random.default_rng(0)
-  if name == "gpt":
+  if name.startswith("gpt"):
     model = {"name": "gpt", "num_layers": 1, "num_heads": 4, "embed_dim": 32, "mlp_dim": 64, "max_len": 8}
+    if name == "gpt_scan":  # Params stacked on a 'layers' axis that the rules must leave unsharded.
+      model.update(num_layers=2, scan_layers=True, remat="dots")
     batches = []
     for _ in range(3):
       t = rng.integers(0, 32, (B, 9)).astype(np.int32)
@@ -261,7 +264,7 @@ def _check_equivalence() -> list[dict]:
   import jax
 
   out = []
-  for name, optimizer in (("gpt", "sgd"), ("gpt", "adam"), ("vit", "sgd"), ("vit", "adam")):
+  for name, optimizer in (("gpt", "sgd"), ("gpt", "adam"), ("vit", "sgd"), ("vit", "adam"), ("gpt_scan", "adam")):
     model_cfg, task, batches, n_out = _gpt_vit_setup(name)
     config, model, tx = _build(model_cfg, optimizer, (1, 1, 1), n_out)
     host = jax.device_get(_initial_state(model, tx, batches))

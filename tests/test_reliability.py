@@ -25,8 +25,9 @@ from model_lib.checkpoint_inspect import inspect_checkpoint, params_digest, rest
 from model_lib.config import ConfigError, validate
 from model_lib.data import load_dataset
 from model_lib.data.pipeline import make_train_iterator
-from model_lib.train import trainer
+from model_lib.train import loop, trainer
 from model_lib.train.loop import NonFiniteError
+from model_lib.train.preemption import PreemptionGuard
 from model_lib.train.writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -463,7 +464,8 @@ def test_config_json_cut_short_by_a_kill_does_not_block_the_rerun(trained, tmp_p
 
 
 def test_nan_policy_raise_names_the_step_and_leaf(tmp_path, checkpointers):
-  # Checkpoints every 2 steps: some are written after the bad step and before the log step that raises.
+  # Checkpoints every 2 steps, logs every 10: the run must stop at the first checkpoint after the bad step (metrics
+  # are read before every save), so no checkpoint holds the state the bad step produced.
   config = _config(**{"train.nan_policy": "raise", "train.checkpoint_every": 2})
   ds = _poisoned_digits(config)
   first = _poisoned_steps(ds, config, 60)[0]
@@ -475,7 +477,7 @@ def test_nan_policy_raise_names_the_step_and_leaf(tmp_path, checkpointers):
   for c in checkpointers.made:
     c.wait()  # The run may return with saves still in flight (see the xfail test below).
   finite = _all_finite(str(tmp_path))
-  assert max(step for _, step in finite) > first and all(finite.values()), finite
+  assert first - 2 <= max(step for _, step in finite) < first and all(finite.values()), finite
 
 
 def test_a_failing_run_finishes_its_checkpoint_writes_before_releasing_the_workdir(tmp_path, checkpointers):
@@ -543,6 +545,25 @@ def test_nan_policy_skip_keeps_overflowing_updates_out_of_checkpoints(tmp_path):
   finite = _all_finite(str(tmp_path))
   assert ("checkpoints", 20) in finite
   assert all(finite.values()), finite
+
+
+@pytest.mark.parametrize("learning_rate,saved", [(3e38, False), (1e-3, True)])
+def test_a_preemption_on_an_unmeasured_step_saves_only_finite_parameters(tmp_path, monkeypatch, caplog,
+                                                                        learning_rate, saved):
+  # Step 1 checks only its loss (logs every 10), which is finite; lr 3e38 overflows its update into the params.
+  class PreemptedAtOnce(PreemptionGuard):
+    def __enter__(self):
+      super().__enter__()
+      self.requested, self.signal_name = True, "SIGTERM"
+      return self
+
+  monkeypatch.setattr(loop, "PreemptionGuard", PreemptedAtOnce)
+  config = _config(diabetes_regression, **{"train.num_steps": 20, "train.checkpoint_every": 10,
+                                           "train.early_stopping.metric": "", "optimizer.learning_rate": learning_rate})
+  with caplog.at_level(logging.WARNING, logger="model_lib.train.loop"):
+    assert trainer.train_and_evaluate(config, str(tmp_path), show_progress=False) == {"step": 1, "preempted": "SIGTERM"}
+  assert (("checkpoints", 1) in _all_finite(str(tmp_path))) == saved and all(_all_finite(str(tmp_path)).values())
+  assert any("Not saving step 1: its parameters are non-finite" in r.getMessage() for r in caplog.records) != saved
 
 
 # --- 5. bad input ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ def get_config():
   c.model.head = "pooler"
   c.model.dtype = "float32"  # --config.model.dtype=bfloat16 for mixed precision.
   c.model.attention_impl = "dot_product"  # Or "reference" (explicit softmax; sows attention weights).
+  c.model.scan_layers = False  # True: one compiled block under nn.scan (params stacked on a 'layers' axis).
+  c.model.remat = "none"  # none | full | dots | dots_no_batch: activations kept for the backward pass.
   c.model.implementation = config_dict.placeholder(str)  # jax.nn.dot_product_attention backend: xla | cudnn.
   c.data.name = "wikipedia"
   c.data.max_len = 512

@@ -17,6 +17,8 @@ def get_config():
   c.model.max_len = 64
   c.model.dropout = 0.0
   c.model.tie_embeddings = True
+  c.model.scan_layers = False  # True: one compiled block under nn.scan (params stacked on a 'layers' axis).
+  c.model.remat = "none"  # none | full | dots | dots_no_batch: activations kept for the backward pass.
   c.data.name = "tiny_shakespeare"
   c.data.tokenizer = "char"
   c.data.lowercase = False

@@ -22,6 +22,8 @@ def get_config():
   c.model.dropout = 0.1
   c.model.dtype = "float32"  # --config.model.dtype=bfloat16 for mixed precision.
   c.model.attention_impl = "dot_product"  # Or "reference" (explicit softmax; sows attention weights).
+  c.model.scan_layers = False  # True: one compiled block under nn.scan (params stacked on a 'layers' axis).
+  c.model.remat = "none"  # none | full | dots | dots_no_batch: activations kept for the backward pass.
   c.model.implementation = config_dict.placeholder(str)  # jax.nn.dot_product_attention backend: xla | cudnn.
   c.data.name = "imagenet2012"
   c.data.batch_size = 1024

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from model_lib.models.conv import Conv, max_pool, resolve_conv_impl
+from model_lib.models.dropout import Dropout
 from model_lib.models.layers import activation
 from model_lib.models.mlp import BatchNorm, Dense
 from model_lib.models.registry import MODELS
@@ -55,12 +56,12 @@ class CNN(nn.Module):
       if self.pool_every and (i + 1) % self.pool_every == 0:
         x = max_pool(x, 2, impl=impl)  # (B, H'/2, W'/2, feats)
       if self.conv_dropout > 0:
-        x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
+        x = Dropout(self.conv_dropout, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))  # (B, H*W*C)
     names = ("embed", "mlp")
     for width in self.dense_sizes:
       x = act(Dense(width, dtype=dtype, axes=names)(x))
       if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
       names = names[::-1]
     return Dense(self.num_outputs, dtype=dtype, axes=(names[0], "classes"))(x).astype(jnp.float32)  # (B, num_outputs)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from model_lib.models import lstm_kernels
+from model_lib.models.dropout import Dropout
 from model_lib.models.layers import resolve_impl
 from model_lib.models.registry import MODELS
 
@@ -187,7 +188,7 @@ class LSTMClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     dtype = jnp.dtype(self.dtype)
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     # An all-PAD row gets length 1 so its gather stays in range; its output is meaningless but finite.
     lengths = jnp.maximum((x != 0).sum(-1), 1).astype(jnp.int32)  # (B,)
     h = drop(_embed(self.vocab_size, self.embed_dim, dtype)(x))  # (B, T, E)
@@ -224,7 +225,7 @@ class LSTMLanguageModel(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, decode: bool = False) -> jax.Array:
     dtype = jnp.dtype(self.dtype)
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     h = _embed(self.vocab_size, self.embed_dim, dtype)(x)  # (B, T, E)
     for i in range(self.num_layers):
       layer = LSTM(self.hidden_size, dtype=self.dtype, lstm_impl=self.lstm_impl, name=f"lstm_{i}")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen import partitioning
 
+from model_lib.models.dropout import Dropout
 from model_lib.models.layers import activation
 from model_lib.models.registry import MODELS
 
@@ -93,6 +94,6 @@ class MLP(nn.Module):
                       axis_name=self.batch_norm_axis_name, feature_axis=names[1])(x)
       x = act(x)
       if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
       names = names[::-1]
     return Dense(self.num_outputs, dtype=dtype, axes=(names[0], "classes"))(x).astype(jnp.float32)  # (B, num_outputs)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from model_lib.models import attention_kernels
 from model_lib.models.attention import MultiHeadAttention
+from model_lib.models.dropout import Dropout
 from model_lib.models.layers import resolve_impl
 from model_lib.models.registry import MODELS
 
@@ -108,8 +109,9 @@ class TransformerBlock(nn.Module):
   kernel_init: Init = nn.initializers.normal(0.02)
   out_kernel_init: Init | None = None  # Residual-branch output projections.
 
+  # Positional-or-keyword: `stack_blocks` passes causal/train/decode positionally so nn.remat can hold them static.
   @nn.compact
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, causal: bool = False, train: bool = False,
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, causal: bool = False, train: bool = False,
                decode: bool = False, cache_index: jax.Array | None = None) -> jax.Array:
     dtype = jnp.dtype(self.dtype)
     attn = MultiHeadAttention(self.num_heads, attention_impl=self.attention_impl, implementation=self.implementation,
@@ -117,7 +119,7 @@ class TransformerBlock(nn.Module):
                               name="attn")
     mlp = MlpBlock(self.mlp_dim, self.approximate_gelu, self.dtype, self.kernel_init, self.out_kernel_init,
                    self.layer_impl, name="mlp")
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     ln1 = layer_norm(self.layer_norm_eps, dtype, name="ln1", impl=self.layer_impl)
     ln2 = layer_norm(self.layer_norm_eps, dtype, name="ln2", impl=self.layer_impl)
     attend = functools.partial(attn, mask=mask, causal=causal, decode=decode, cache_index=cache_index)
@@ -126,6 +128,63 @@ class TransformerBlock(nn.Module):
       return ln2(x + drop(mlp(x)))
     x = x + drop(attend(ln1(x)))  # (B, T, D)
     return x + drop(mlp(ln2(x)))
+
+
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "none": None,  # Keep every activation the backward pass needs.
+    "full": jax.checkpoint_policies.nothing_saveable,  # Keep only each block's input; recompute the block.
+    "dots": jax.checkpoint_policies.dots_saveable,  # Keep matmul outputs; recompute norms, GELU, softmax.
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # Keep weight matmuls only.
+}
+LAYERS_AXIS = "layers"  # Logical name of the stacked-layer axis (scan_layers); the sharding rules never shard it.
+_BLOCK_STATIC_ARGS = (3, 4, 5)  # causal, train, decode in TransformerBlock.__call__ (self is 0).
+
+
+def stack_blocks(h: jax.Array, num_layers: int, block: dict[str, Any], *, scan: bool = False, remat: str = "none",
+                 mask: jax.Array | None = None, causal: bool = False, train: bool = False, decode: bool = False,
+                 cache_index: jax.Array | None = None) -> jax.Array:
+  """Runs `num_layers` TransformerBlock(**block) on h (B, T, D); call from a parent's compact method.
+
+  Unrolled, the blocks are 'block_0'..'block_{L-1}'; with `scan` they are one module 'blocks' run by `nn.scan`,
+  every parameter (and KV-cache entry) stacked on a leading 'layers' axis, so the step compiles one block
+  instead of L (`stack_layers`/`unstack_layers` convert checkpoints between the two layouts). `remat` names a
+  `REMAT_POLICIES` entry: which activations the backward pass keeps rather than recomputes. Neither changes
+  the math (tested against the unrolled, non-remat model).
+  """
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"Unknown remat '{remat}' (config key model.remat); choose one of {list(REMAT_POLICIES)}.")
+  cls = TransformerBlock
+  if remat != "none":  # Under scan, the loop already keeps XLA from merging recomputation into the forward pass.
+    cls = nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat], static_argnums=_BLOCK_STATIC_ARGS,
+                   prevent_cse=not scan)
+  if not scan:
+    for i in range(num_layers):
+      h = cls(**block, name=f"block_{i}")(h, mask, causal, train, decode, cache_index)
+    return h
+
+  def body(layer: nn.Module, carry: jax.Array, mask: jax.Array | None, cache_index: jax.Array | None):
+    return layer(carry, mask, causal, train, decode, cache_index), None
+
+  scanned = nn.scan(body, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                    split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast, nn.broadcast),
+                    length=num_layers, metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})
+  h, _ = scanned(cls(**block, name="blocks"), h, mask, cache_index)
+  return h
+
+
+def stack_layers(tree: dict[str, Any], num_layers: int) -> dict[str, Any]:
+  """An unrolled tree ('block_0'.. at its top level) -> the scanned layout ('blocks', leaves stacked on axis 0)."""
+  blocks = [tree[f"block_{i}"] for i in range(num_layers)]
+  rest = {k: v for k, v in tree.items() if k not in {f"block_{i}" for i in range(num_layers)}}
+  return {**rest, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)}
+
+
+def unstack_layers(tree: dict[str, Any]) -> dict[str, Any]:
+  """The scanned layout ('blocks' with stacked leaves) -> the unrolled one ('block_0'..'block_{L-1}')."""
+  blocks = tree["blocks"]
+  num_layers = jax.tree.leaves(blocks)[0].shape[0]
+  rest = {k: v for k, v in tree.items() if k != "blocks"}
+  return {**rest, **{f"block_{i}": jax.tree.map(lambda x, i=i: x[i], blocks) for i in range(num_layers)}}
 
 
 def _check_length(t: int, max_len: int) -> None:
@@ -154,6 +213,8 @@ class GPT(nn.Module):
   attention_impl: str = "auto"
   implementation: str | None = None
   layer_impl: str = "auto"
+  scan_layers: bool = False  # See `stack_blocks`.
+  remat: str = "none"  # A REMAT_POLICIES key.
   dtype: str = "float32"
 
   @nn.compact
@@ -176,15 +237,15 @@ class GPT(nn.Module):
     wte = embed(self.vocab_size, self.embed_dim, ("vocab", "embed"), dtype, "token_embed")
     wpe = embed(self.max_len, self.embed_dim, (None, "embed"), dtype, "pos_embed", nn.initializers.normal(0.01))
     h = wte(x) + wpe(positions)  # (B, T, D)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     # GPT-2 scales residual output projections by 1/sqrt(2 * num_layers).
     out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)
-    for i in range(self.num_layers):
-      h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=False, layer_norm_eps=1e-5,
-                           approximate_gelu=True, attention_impl=self.attention_impl,
-                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
-                           out_kernel_init=out_init, name=f"block_{i}")(h, causal=True, train=train, decode=decode,
-                                                                         cache_index=cache_index)
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, post_ln=False,
+                 layer_norm_eps=1e-5, approximate_gelu=True, attention_impl=self.attention_impl,
+                 implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
+                 out_kernel_init=out_init)
+    h = stack_blocks(h, self.num_layers, block, scan=self.scan_layers, remat=self.remat, causal=True, train=train,
+                     decode=decode, cache_index=cache_index)
     h = layer_norm(1e-5, dtype, name="final_norm", impl=self.layer_impl)(h)
     if self.tie_embeddings:
       logits = wte.attend(h)  # (B, T, V)
@@ -217,6 +278,8 @@ class BERT(nn.Module):
   attention_impl: str = "auto"
   implementation: str | None = None
   layer_impl: str = "auto"
+  scan_layers: bool = False  # See `stack_blocks`.
+  remat: str = "none"  # A REMAT_POLICIES key.
   dtype: str = "float32"
 
   @nn.compact
@@ -230,17 +293,16 @@ class BERT(nn.Module):
     t = x.shape[1]
     _check_length(t, self.max_len)
     segments = jnp.zeros_like(x) if segments is None else segments
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     wte = embed(self.vocab_size, self.embed_dim, ("vocab", "embed"), dtype, "token_embed")
     h = (wte(x) + embed(self.max_len, self.embed_dim, (None, "embed"), dtype, "pos_embed")(jnp.arange(t)[None, :])
          + embed(self.num_segments, self.embed_dim, (None, "embed"), dtype, "segment_embed")(segments))  # (B, T, D)
     h = drop(layer_norm(1e-12, dtype, name="embed_norm", impl=self.layer_impl)(h))
     mask = (x != 0)[:, None, None, :]  # (B, 1, 1, T): every query attends to real keys only.
-    for i in range(self.num_layers):
-      h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=self.post_ln, layer_norm_eps=1e-12,
-                           approximate_gelu=False, attention_impl=self.attention_impl,
-                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
-                           name=f"block_{i}")(h, mask=mask, train=train)
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, post_ln=self.post_ln,
+                 layer_norm_eps=1e-12, approximate_gelu=False, attention_impl=self.attention_impl,
+                 implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype)
+    h = stack_blocks(h, self.num_layers, block, scan=self.scan_layers, remat=self.remat, mask=mask, train=train)
     if not self.post_ln:
       h = layer_norm(1e-12, dtype, name="final_norm", impl=self.layer_impl)(h)
     if self.head == "none":

@@ -8,8 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model_lib.models.dropout import Dropout
 from model_lib.models.registry import MODELS
-from model_lib.models.transformer import TransformerBlock, layer_norm
+from model_lib.models.transformer import layer_norm, stack_blocks
 
 POOLS = ("cls", "gap")
 _WIDTHS = {  # name: (embed_dim, num_layers, num_heads, mlp_dim), from "An Image is Worth 16x16 Words" / DeiT.
@@ -77,6 +78,8 @@ class ViT(nn.Module):
   attention_impl: str = "auto"
   implementation: str | None = None
   layer_impl: str = "auto"
+  scan_layers: bool = False  # See transformer.stack_blocks.
+  remat: str = "none"  # A transformer.REMAT_POLICIES key.
   dtype: str = "float32"
 
   @nn.compact
@@ -99,12 +102,11 @@ class ViT(nn.Module):
       h = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, d)), h], axis=1)  # (B, 1 + N, D)
     pos = self.param("pos_embed", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, h.shape[1], d), jnp.float32)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h + pos.astype(dtype))
-    for i in range(self.num_layers):
-      h = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, post_ln=False, layer_norm_eps=1e-6,
-                           approximate_gelu=False, attention_impl=self.attention_impl,
-                           implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype,
-                           name=f"block_{i}")(h, train=train)
+    h = Dropout(self.dropout, deterministic=not train)(h + pos.astype(dtype))
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, post_ln=False,
+                 layer_norm_eps=1e-6, approximate_gelu=False, attention_impl=self.attention_impl,
+                 implementation=self.implementation, layer_impl=self.layer_impl, dtype=self.dtype)
+    h = stack_blocks(h, self.num_layers, block, scan=self.scan_layers, remat=self.remat, train=train)
     h = layer_norm(1e-6, dtype, name="final_norm", impl=self.layer_impl)(h)
     pooled = h[:, 0] if self.pool == "cls" else h.mean(axis=1)  # (B, D)
     head = nn.Dense(self.num_outputs, dtype=dtype, param_dtype=jnp.float32, name="head",

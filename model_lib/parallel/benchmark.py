@@ -26,7 +26,7 @@ from model_lib.parallel.rules import resolve_rules
 from model_lib.parallel.runtime import make_runtime, setup
 from model_lib.parallel.sharding import init_sharded_state
 from model_lib.train import tasks
-from model_lib.train.step import make_train_step
+from model_lib.train.step import make_train_step, measure_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +173,8 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec | None = None) -> 
   params_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
   runtime = make_runtime(config, mesh, shardings, rules)
   step = runtime.jit_train_step(make_train_step(task, config.optimizer.l1, config.optimizer.l2,
+                                                guard_nonfinite=config.train.nan_policy == "skip",
+                                                measure=measure_at(config.train.log_every),
                                                 axis_name=runtime.axis_name))
   device_batches = [runtime.put_batch(b) for b in batches]
   state, key = runtime.from_global(state), jax.random.key(config.seed + 1)

@@ -46,7 +46,8 @@ def param_spec(shape: Sequence[int], names: Sequence[str | None] | None, rules: 
         spec[i] = axis
   fsdp = sizes.get("fsdp", 1)
   if rules in ("fsdp", "fsdp_tp") and fsdp > 1:
-    free = [i for i, (name, dim) in enumerate(zip(names, shape)) if name and spec[i] is None and dim % fsdp == 0]
+    free = [i for i, (name, dim) in enumerate(zip(names, shape))
+            if name and name != "layers" and spec[i] is None and dim % fsdp == 0]  # Scanned layers: see stack_blocks.
     if free:
       spec[max(free, key=lambda i: (shape[i], -i))] = "fsdp"  # The largest dimension; the first on ties.
   while spec and spec[-1] is None:

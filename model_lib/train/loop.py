@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from model_lib.config import ConfigError, parse_profile_steps
@@ -41,6 +42,7 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 NONFINITE_KEYS = ("nonfinite", "nonfinite_leaf", "nonfinite_update_leaf")  # Per-step flags, not averaged.
+NORM_KEYS = ("grad_norm", "param_norm")  # Logged from the window's last step that measured them (see step.py).
 
 
 class NonFiniteError(FloatingPointError):
@@ -85,6 +87,11 @@ class StepProfiler:
       jax.profiler.stop_trace()
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
 def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_iter: Any, total_steps: int,
              batch_size: int, schedule: Callable, run_eval: Callable[[Any, int], dict[str, float]],
              save: Callable[[str, int, Any, dict, dict], None], writer: Any, bar: Any, tcfg: Any,
@@ -108,7 +115,7 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
   t0 = time.perf_counter()
   compiled = train_step.lower(state, batch, dropout_key).compile()  # Compiled once; a shape change would raise.
   compile_s = time.perf_counter() - t0
-  first_log = True
+  first_log, last_measured = True, True
   leaf_names = _leaf_names(state.params)
   window: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
@@ -127,12 +134,22 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
         data_state = train_iter.get_state()  # Position after the batches consumed so far.
         if not last:
           batch = put_batch(next(train_iter))  # Transfer the next batch while this step runs.
-      if step % tcfg.log_every == 0 or last:
+      evaluate = step % eval_every == 0 or last
+      checkpoint = step % checkpoint_every == 0 or last or guard.requested
+      # Also before every evaluation and checkpoint, so a non-finite step (whose update only nan_policy=skip
+      # drops in the step itself) is handled before its state can be evaluated or saved.
+      flushed = step % tcfg.log_every == 0 or last or evaluate or checkpoint
+      if flushed:
         host = [{k: _scalar(v) for k, v in m.items()}  # The only device->host sync between evaluations.
                 for m in jax.device_get(window)]
         elapsed = time.perf_counter() - window_start
         bad = [(step - len(host) + 1 + i, m) for i, m in enumerate(host) if m.get("nonfinite", 0) > 0]
-        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in NONFINITE_KEYS}
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0]
+               if k not in NONFINITE_KEYS + NORM_KEYS + ("measured",)}
+        measured = [m for m in host if m.get("measured", 1.0) > 0]
+        last_measured = host[-1].get("measured", 1.0) > 0
+        if measured:
+          row.update({k: measured[-1][k] for k in NORM_KEYS if k in measured[-1]})
         row["learning_rate"] = float(schedule(step - 1))
         row["examples_per_sec"] = len(host) * batch_size / max(elapsed, 1e-9)
         if first_log:
@@ -151,7 +168,7 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
         bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}")
         bar.update(len(host))
         window, window_start = [], time.perf_counter()
-      if step % eval_every == 0 or last:
+      if evaluate:
         metrics = run_eval(state, step)
         if es.metric:
           if es.metric not in metrics:
@@ -164,9 +181,14 @@ def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_
             meta["bad_evals"] += 1
             meta["stopped_early"] = bool(es.patience) and meta["bad_evals"] >= es.patience
         window_start = time.perf_counter()  # Evaluation time is not training throughput.
-      stop = meta.get("stopped_early") or guard.requested
-      if step % checkpoint_every == 0 or last or stop:
-        save("latest", step, state, data_state, meta)
+      # A signal that arrives after this step's metrics were read stops (and saves) at the next step.
+      stop = meta.get("stopped_early") or (guard.requested and flushed)
+      if checkpoint or stop:
+        # A preemption can land on a step that checked only its loss: verify the parameters before saving them.
+        if guard.requested and not last_measured and not bool(_all_finite(state.params)):
+          log.warning("Not saving step %d: its parameters are non-finite; the last good checkpoint is kept.", step)
+        else:
+          save("latest", step, state, data_state, meta)
       if meta.get("stopped_early"):
         log.info("Early stopping at step %d: %s has not improved for %d evaluations (best %.5g at step %d).",
                  step, es.metric, es.patience, meta["best_value"], meta["best_step"])

@@ -39,7 +39,7 @@ from model_lib.train import tasks
 from model_lib.train.evaluate import evaluate_split
 from model_lib.train.loop import run_loop
 from model_lib.train.state import TrainState, count_params, rng_streams
-from model_lib.train.step import make_eval_step, make_train_step
+from model_lib.train.step import make_eval_step, make_train_step, measure_at
 from model_lib.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
 
   runtime = parallel.make_runtime(config, exp.mesh, exp.shardings, exp.rules)
   train_step = runtime.jit_train_step(make_train_step(exp.task, config.optimizer.l1, config.optimizer.l2,
+                                                      guard_nonfinite=tcfg.nan_policy == "skip",
+                                                      measure=measure_at(tcfg.log_every, eval_every, checkpoint_every,
+                                                                         last=exp.total_steps),
                                                       axis_name=runtime.axis_name,
                                                       param_transform=param_transform(config)))
   eval_step = runtime.jit_eval_step(make_eval_step(exp.task, axis_name=runtime.axis_name,
@@ -257,7 +260,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset
       if c is not None:
         c.close()
     writer.close()
-    log.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to resume.", result.preempted, step)
+    log.warning("Stopped by %s at step %d. Rerun the same command to resume from the last checkpoint.",
+                result.preempted, step)
     return {"step": step, "preempted": result.preempted}
 
   # Final test evaluation, on the best checkpoint when early stopping tracks one.
