@@ -112,9 +112,13 @@ def run_peers(names: list[str], rounds: int = 7, steps: int = 5, warmup: int = 2
     probe = max(runner.run(1) for runner in runners.values())
     n = max(steps, math.ceil(0.2 / max(probe, 1e-6)))
     times: dict[str, list[float]] = {k: [] for k in runners}
+    order = list(runners)
     for r in range(rounds):
-      for key, runner in runners.items():
-        times[key].append(runner.run(n) / n)
+      # Each round starts with the next framework, so none always follows PyTorch, whose OpenMP threads keep
+      # spinning for a while after its last op; a few untimed steps first let them go idle and warm this one.
+      for key in order[r % len(order):] + order[:r % len(order)]:
+        runners[key].run(max(1, n // 4))
+        times[key].append(runners[key].run(n) / n)
       log(f"{name} round {r + 1}/{rounds}: " + ", ".join(f"{k} {1e3 * v[-1]:.2f} ms" for k, v in times.items()))
     row: dict[str, Any] = {"workload": name, "definition": peer.definition, "batch": peer.batch, "steps_per_round": n}
     for key, runner in runners.items():
