@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_lib.models.transformer import SCANNED_BLOCKS
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ def update_multipliers(params: Any, freeze: str = "", lr_multipliers: Sequence[s
   frozen = re.compile(freeze) if freeze else None
   layer_re = re.compile(layer_pattern)
   names = [path_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  if layer_decay and any(n.startswith("blocks/") or "/blocks/" in n for n in names):
+  if layer_decay and any(SCANNED_BLOCKS in n.split("/") for n in names):
     raise ValueError("optimizer.layer_decay needs one parameter per layer, but model.scan_layers=True stacks them; "
                      "set model.scan_layers=False.")
   depths = [int(m.group(1)) + 1 if (m := layer_re.search(n)) else None for n in names]

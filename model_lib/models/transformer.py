@@ -137,6 +137,7 @@ REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # Keep weight matmuls only.
 }
 LAYERS_AXIS = "layers"  # Logical name of the stacked-layer axis (scan_layers); the sharding rules never shard it.
+SCANNED_BLOCKS = "blocks"  # Name of the one scanned block module (its params are stacked on LAYERS_AXIS).
 _BLOCK_STATIC_ARGS = (3, 4, 5)  # causal, train, decode in TransformerBlock.__call__ (self is 0).
 
 
@@ -168,22 +169,22 @@ def stack_blocks(h: jax.Array, num_layers: int, block: dict[str, Any], *, scan: 
   scanned = nn.scan(body, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                     split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast, nn.broadcast),
                     length=num_layers, metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})
-  h, _ = scanned(cls(**block, name="blocks"), h, mask, cache_index)
+  h, _ = scanned(cls(**block, name=SCANNED_BLOCKS), h, mask, cache_index)
   return h
 
 
 def stack_layers(tree: dict[str, Any], num_layers: int) -> dict[str, Any]:
   """An unrolled tree ('block_0'.. at its top level) -> the scanned layout ('blocks', leaves stacked on axis 0)."""
-  blocks = [tree[f"block_{i}"] for i in range(num_layers)]
-  rest = {k: v for k, v in tree.items() if k not in {f"block_{i}" for i in range(num_layers)}}
-  return {**rest, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)}
+  names = [f"block_{i}" for i in range(num_layers)]
+  rest = {k: v for k, v in tree.items() if k not in names}
+  return {**rest, SCANNED_BLOCKS: jax.tree.map(lambda *xs: jnp.stack(xs), *(tree[n] for n in names))}
 
 
 def unstack_layers(tree: dict[str, Any]) -> dict[str, Any]:
   """The scanned layout ('blocks' with stacked leaves) -> the unrolled one ('block_0'..'block_{L-1}')."""
-  blocks = tree["blocks"]
+  blocks = tree[SCANNED_BLOCKS]
   num_layers = jax.tree.leaves(blocks)[0].shape[0]
-  rest = {k: v for k, v in tree.items() if k != "blocks"}
+  rest = {k: v for k, v in tree.items() if k != SCANNED_BLOCKS}
   return {**rest, **{f"block_{i}": jax.tree.map(lambda x, i=i: x[i], blocks) for i in range(num_layers)}}
 
 

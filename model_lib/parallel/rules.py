@@ -12,6 +12,7 @@ from typing import Sequence
 
 from jax.sharding import PartitionSpec as P
 
+from model_lib.models.transformer import LAYERS_AXIS
 from model_lib.parallel.mesh import BATCH_AXES
 
 RULE_SETS = ("dp", "fsdp", "tp", "fsdp_tp")
@@ -47,7 +48,7 @@ def param_spec(shape: Sequence[int], names: Sequence[str | None] | None, rules: 
   fsdp = sizes.get("fsdp", 1)
   if rules in ("fsdp", "fsdp_tp") and fsdp > 1:
     free = [i for i, (name, dim) in enumerate(zip(names, shape))
-            if name and name != "layers" and spec[i] is None and dim % fsdp == 0]  # Scanned layers: see stack_blocks.
+            if name and name != LAYERS_AXIS and spec[i] is None and dim % fsdp == 0]  # See stack_blocks.
     if free:
       spec[max(free, key=lambda i: (shape[i], -i))] = "fsdp"  # The largest dimension; the first on ties.
   while spec and spec[-1] is None:

@@ -17,11 +17,11 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from model_lib.config import ConfigError, parse_profile_steps
 from model_lib.train.preemption import PreemptionGuard
+from model_lib.train.step import first_nonfinite_leaf
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ class StepProfiler:
       jax.profiler.stop_trace()
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+_all_finite = jax.jit(lambda tree: first_nonfinite_leaf(tree) < 0)  # The train step's own per-leaf check.
 
 
 def run_loop(*, state: Any, train_step: Callable, dropout_key: jax.Array, train_iter: Any, total_steps: int,

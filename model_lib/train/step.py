@@ -18,7 +18,7 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
   return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
 
 
-def _first_nonfinite_leaf(tree: Any) -> jax.Array:
+def first_nonfinite_leaf(tree: Any) -> jax.Array:
   """Index (in `jax.tree.leaves` order) of the first leaf holding a NaN/Inf, or -1."""
   bad = jnp.stack([~jnp.isfinite(x).all() for x in jax.tree.leaves(tree)])
   return jnp.where(bad.any(), jnp.argmax(bad), -1).astype(jnp.int32)
@@ -94,7 +94,7 @@ def make_train_step(task: Any, l1: float = 0.0, l2: float = 0.0, guard_nonfinite
     # exact re-check rather than trusting the norms.
     suspect = ~(jnp.isfinite(total) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm))
     bad_leaf, bad_update_leaf = jax.lax.cond(
-        suspect, lambda: (_first_nonfinite_leaf(grads), _first_nonfinite_leaf(new_state.params)),
+        suspect, lambda: (first_nonfinite_leaf(grads), first_nonfinite_leaf(new_state.params)),
         lambda: (jnp.int32(-1), jnp.int32(-1)))
     ok = jnp.isfinite(total) & (bad_leaf < 0) & (bad_update_leaf < 0)  # A finite gradient times a huge lr can overflow.
     if guard_nonfinite:
